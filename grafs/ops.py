@@ -35,6 +35,7 @@ _SQRT_INF = math.sqrt(INF)
 _CBRT_INF = INF ** (1.0 / 3.0)
 _LOG_INF = math.log(INF)
 _ASINH_INF = math.asinh(INF)
+_ACOSH_INF = math.acosh(INF)
 
 # Precedence of a rendered expression, used to decide where parentheses are needed.
 SUM, PRODUCT, NEGATION, POWER, ATOM = 1, 2, 3, 4, 5
@@ -246,7 +247,7 @@ def _sinh_fn(x, beta, bounded):
 
 
 def _cosh_fn(x, beta, bounded):
-    return torch.cosh(x.clamp(-_ASINH_INF, _ASINH_INF) if bounded else x)
+    return torch.cosh(x.clamp(-_ACOSH_INF, _ACOSH_INF) if bounded else x)
 
 
 def _mul_fn(x1, x2, beta, bounded):

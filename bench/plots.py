@@ -1,0 +1,40 @@
+"""Figures of activation functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from baselines.fixed import FIXED_ACTIVATIONS  # noqa: E402
+from grafs.genotype import Genotype  # noqa: E402
+
+COMPARISON = ("relu", "gelu", "silu")
+
+
+def plot_activation(genotype: Genotype, path: str | Path, label: str = "found", x_range: float = 5.0) -> Path:
+    """Plot a genotype's function next to ReLU, GELU and SiLU, with its formula as the title."""
+    path = Path(path)
+    x = torch.linspace(-x_range, x_range, 801)
+    figure, axes = plt.subplots(figsize=(6.0, 4.2))
+    with torch.no_grad():
+        for name in COMPARISON:
+            axes.plot(x, FIXED_ACTIVATIONS[name]()(x), lw=1.2, ls="--", label=name)
+        axes.plot(x, genotype.to_module()(x), lw=2.2, color="black", label=label)
+    axes.axhline(0, color="grey", lw=0.5)
+    axes.axvline(0, color="grey", lw=0.5)
+    axes.set_xlabel("x")
+    axes.set_ylabel("f(x)")
+    axes.set_title(genotype.formula(), fontsize=8, wrap=True)
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    figure.savefig(temporary, dpi=120)
+    plt.close(figure)
+    temporary.replace(path)
+    return path

@@ -1,0 +1,233 @@
+"""Tasks: a model, a dataset and a training recipe, registered by name.
+
+Two scales: ``paper`` tasks follow the GRAFS paper's search and retraining recipes exactly on the
+real datasets (GPU-sized); ``cpu`` tasks mirror the same three model families on data that exists
+offline, sized for a 2-core machine. Every search task lists its transfer targets: larger models
+of the same family and other datasets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from bench.registry import Registry
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a network is trained. Classification counts ``epochs``; language models ``iterations``."""
+
+    optimizer: str  # sgd | adam | adamw
+    lr: float
+    batch_size: int
+    epochs: int = 0
+    iterations: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | multistep | cosine
+    milestones: tuple[int, ...] = ()  # multistep: epochs at which the rate drops 10x
+    min_lr: float = 0.0  # cosine: the final rate
+    warmup_iterations: int = 0
+    grad_clip: float | None = None
+    accumulation: int = 1  # micro-batches per optimizer step
+    augment: str = "none"  # none | crop_flip | trivial_augment
+    eval_batch_size: int = 512
+    eval_batches: int = 0  # language models: batches per evaluation (0 = the whole split)
+    eval_interval: int = 0  # language models: evaluate every N iterations (0 = only at the end)
+
+    @property
+    def is_iterative(self) -> bool:
+        return self.iterations > 0
+
+    @property
+    def length(self) -> int:
+        return self.iterations if self.is_iterative else self.epochs
+
+
+@dataclass(frozen=True)
+class GrafsSettings:
+    """The architecture side of a GRAFS search on this task (the weight side is ``Task.search``)."""
+
+    arch_lr: float
+    start_shrinking: int  # epoch (or iteration) at which progressive shrinking starts
+    warmstart: int  # epochs (or iterations) in which weight steps use the default activation
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # accuracy | loss
+    direction: str  # max | min
+
+    def better(self, candidate: float, incumbent: float) -> bool:
+        return candidate > incumbent if self.direction == "max" else candidate < incumbent
+
+    @property
+    def worst(self) -> float:
+        return float("-inf") if self.direction == "max" else float("inf")
+
+
+ACCURACY = Metric("accuracy", "max")
+LOSS = Metric("loss", "min")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    scale: str  # cpu | paper
+    family: str
+    model: str
+    dataset: str
+    recipe: Recipe
+    search: Recipe
+    grafs: GrafsSettings
+    metric: Metric
+    transfer: tuple[str, ...] = ()
+    model_kwargs: tuple[tuple[str, object], ...] = ()
+    description: str = ""
+    default_activation: str = field(default="relu")
+
+    @property
+    def model_options(self) -> dict:
+        return dict(self.model_kwargs)
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+def get_task(name: str) -> Task:
+    return TASKS.get(name)
+
+
+def _register_family(search: Task, targets: list[Task]) -> None:
+    TASKS.add(search.name, replace(search, transfer=tuple(t.name for t in targets)))
+    for target in targets:
+        TASKS.add(target.name, target)
+
+
+def _variant(task: Task, name: str, description: str, **changes) -> Task:
+    return replace(task, name=name, description=description, **changes)
+
+
+# ----------------------------------------------------------------------------------------------
+# paper scale: GRAFS_REFERENCE section 4, exactly
+# ----------------------------------------------------------------------------------------------
+_RESNET_RETRAIN = Recipe(
+    "sgd", 0.1, 128, epochs=200, momentum=0.9, weight_decay=1e-4, schedule="multistep", milestones=(100, 150),
+    augment="crop_flip",
+)
+_RESNET_SEARCH = Recipe("sgd", 0.1, 64, epochs=50, momentum=0.9, weight_decay=1e-4, accumulation=2, augment="crop_flip")
+_cifar_resnet20 = Task(
+    "cifar10-resnet20", "paper", "resnet", "resnet20", "cifar10", _RESNET_RETRAIN, _RESNET_SEARCH,
+    GrafsSettings(arch_lr=6e-4, start_shrinking=2, warmstart=1), ACCURACY,
+    description="ResNet20 on CIFAR-10 (the paper's ResNet search task)", default_activation="relu",
+)
+_register_family(
+    _cifar_resnet20,
+    [
+        _variant(_cifar_resnet20, f"{dataset}-{model}", f"{model} on {label}", model=model, dataset=dataset)
+        for dataset, label in (("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100"), ("svhn", "SVHN"))
+        for model in ("resnet20", "resnet32", "resnet44", "resnet56")
+        if (dataset, model) != ("cifar10", "resnet20")
+    ],
+)
+
+_VIT_RETRAIN = Recipe("adam", 1e-3, 512, epochs=500, weight_decay=0.0, schedule="cosine", augment="trivial_augment")
+_VIT_SEARCH = Recipe("adam", 1e-3, 128, epochs=50, schedule="cosine", accumulation=4, augment="trivial_augment")
+_cifar_vit = Task(
+    "cifar10-vit-tiny", "paper", "vit", "vit_tiny", "cifar10", _VIT_RETRAIN, _VIT_SEARCH,
+    GrafsSettings(arch_lr=0.09, start_shrinking=2, warmstart=1), ACCURACY,
+    model_kwargs=(("patch", (4, 4)),), description="ViT-Tiny on CIFAR-10 (the paper's ViT search task)",
+    default_activation="gelu",
+)
+_register_family(
+    _cifar_vit,
+    [
+        _variant(_cifar_vit, "cifar10-vit-small", "ViT-Small on CIFAR-10", model="vit_small"),
+        _variant(_cifar_vit, "cifar100-vit-tiny", "ViT-Tiny on CIFAR-100", dataset="cifar100"),
+        _variant(_cifar_vit, "cifar100-vit-small", "ViT-Small on CIFAR-100", model="vit_small", dataset="cifar100"),
+    ],
+)
+
+_GPT_RETRAIN = Recipe(
+    "adamw", 1e-3, 64, iterations=10_000, weight_decay=0.1, schedule="cosine", min_lr=1e-4, warmup_iterations=100,
+    grad_clip=1.0, eval_batch_size=64, eval_batches=200, eval_interval=500,
+)
+_GPT_SEARCH = replace(_GPT_RETRAIN, iterations=1000, eval_interval=100)
+_tinystories_gpt = Task(
+    "tinystories-gpt-mini", "paper", "gpt", "gpt_mini", "tinystories", _GPT_RETRAIN, _GPT_SEARCH,
+    GrafsSettings(arch_lr=1e-3, start_shrinking=200, warmstart=101), LOSS,
+    model_kwargs=(("block_size", 256), ("dropout", 0.2)),
+    description="miniGPT (3L/3H/192) on TinyStories (the paper's GPT search task)", default_activation="gelu",
+)
+_register_family(
+    _tinystories_gpt,
+    [
+        _variant(_tinystories_gpt, "tinystories-gpt-tiny", "tinyGPT (6L/6H/384) on TinyStories", model="gpt_tiny"),
+        _variant(_tinystories_gpt, "tinystories-gpt-small", "smallGPT (9L/9H/576) on TinyStories", model="gpt_small"),
+    ],
+)
+
+# ----------------------------------------------------------------------------------------------
+# cpu scale: the same three families on offline data, sized for 2 CPU cores
+# ----------------------------------------------------------------------------------------------
+_RESNET1D_RECIPE = Recipe("adam", 3e-3, 128, epochs=15, weight_decay=1e-4, schedule="cosine")
+_RESNET1D_SEARCH = Recipe("sgd", 0.05, 64, epochs=12, momentum=0.9, weight_decay=1e-4)
+_mnist1d_resnet = Task(
+    "mnist1d-resnet1d", "cpu", "resnet1d", "resnet1d_small", "mnist1d", _RESNET1D_RECIPE, _RESNET1D_SEARCH,
+    GrafsSettings(arch_lr=6e-4, start_shrinking=2, warmstart=1), ACCURACY,
+    description="small 1-D ResNet on MNIST-1D (cpu counterpart of ResNet20 / CIFAR-10)", default_activation="relu",
+)
+_register_family(
+    _mnist1d_resnet,
+    [
+        _variant(_mnist1d_resnet, "mnist1d-resnet1d-large", "large 1-D ResNet on MNIST-1D", model="resnet1d_large"),
+        _variant(
+            _mnist1d_resnet, "mnist1d-shuffled-resnet1d", "small 1-D ResNet on MNIST-1D with shuffled time steps",
+            dataset="mnist1d-shuffled",
+        ),
+    ],
+)
+
+_VIT_CPU_RECIPE = Recipe("adam", 2e-3, 64, epochs=15, weight_decay=0.0, schedule="cosine")
+_VIT_CPU_SEARCH = Recipe("adam", 2e-3, 32, epochs=10, schedule="cosine")
+_digits_vit = Task(
+    "digits-vit", "cpu", "vit", "vit_micro", "digits", _VIT_CPU_RECIPE, _VIT_CPU_SEARCH,
+    GrafsSettings(arch_lr=0.09, start_shrinking=2, warmstart=1), ACCURACY,
+    model_kwargs=(("patch", (2, 2)),),
+    description="micro ViT on scikit-learn digits (cpu counterpart of ViT-Tiny / CIFAR-10)", default_activation="gelu",
+)
+_register_family(
+    _digits_vit,
+    [
+        _variant(_digits_vit, "digits-vit-mini", "mini ViT on scikit-learn digits", model="vit_mini"),
+        _variant(
+            _digits_vit, "mnist1d-vit", "micro ViT on MNIST-1D (1-D patches of 4)", dataset="mnist1d",
+            model_kwargs=(("patch", (1, 4)),),
+        ),
+    ],
+)
+
+_GPT_CPU_RECIPE = Recipe(
+    "adamw", 2e-3, 32, iterations=600, weight_decay=0.1, schedule="cosine", min_lr=2e-4, warmup_iterations=30,
+    grad_clip=1.0, eval_batch_size=64, eval_batches=20, eval_interval=150,
+)
+_GPT_CPU_SEARCH = replace(_GPT_CPU_RECIPE, iterations=300, eval_interval=50)
+_pydoc_gpt = Task(
+    "pydoc-gpt", "cpu", "gpt", "gpt_nano", "pydoc-text", _GPT_CPU_RECIPE, _GPT_CPU_SEARCH,
+    GrafsSettings(arch_lr=1e-3, start_shrinking=60, warmstart=31), LOSS,
+    model_kwargs=(("block_size", 64), ("dropout", 0.0)),
+    description="nano GPT on CPython's pydoc text, bytes as tokens (cpu counterpart of miniGPT / TinyStories)",
+    default_activation="gelu",
+)
+_register_family(
+    _pydoc_gpt,
+    [
+        _variant(_pydoc_gpt, "pydoc-gpt-micro", "micro GPT on CPython's pydoc text", model="gpt_micro"),
+        _variant(_pydoc_gpt, "stdlib-gpt", "nano GPT on CPython's standard-library source", dataset="stdlib-text"),
+    ],
+)
+
+
+def search_tasks(scale: str | None = None) -> list[Task]:
+    """Tasks that other tasks transfer from, optionally of one scale."""
+    return [t for t in map(get_task, TASKS) if t.transfer and (scale is None or t.scale == scale)]
