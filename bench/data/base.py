@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -50,7 +52,12 @@ class ClassificationData:
         return (x - mean) / std
 
     def split(self, name: str) -> tuple[Tensor, Tensor]:
-        return {"train": (self.train_x, self.train_y), "val": (self.val_x, self.val_y), "test": (self.test_x, self.test_y)}[name]
+        pairs = {
+            "train": (self.train_x, self.train_y),
+            "val": (self.val_x, self.val_y),
+            "test": (self.test_x, self.test_y),
+        }
+        return pairs[name]
 
     def model_kwargs(self) -> dict:
         return {"input_shape": self.input_shape, "num_classes": self.num_classes}
@@ -58,7 +65,11 @@ class ClassificationData:
 
 @dataclass(frozen=True, eq=False)
 class LanguageData:
-    """Token streams (1-D integer tensors) of the three splits and the vocabulary size."""
+    """Token streams (1-D integer tensors) of the three splits and the vocabulary size.
+
+    Streams are stored in the narrowest integer type (uint8 bytes, uint16 GPT-2 tokens, possibly
+    memory-mapped), as nanoGPT does; :meth:`windows` cuts int64 batches out of them.
+    """
 
     name: str
     train: Tensor
@@ -71,8 +82,23 @@ class LanguageData:
     def split(self, name: str) -> Tensor:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
+    def windows(self, split: str, starts: Tensor, length: int) -> tuple[Tensor, Tensor]:
+        """Inputs ``tokens[s : s + length]`` and their next-token targets for each start ``s``, int64 (B, length)."""
+        offsets = starts.view(-1, 1).cpu() + torch.arange(length + 1)
+        chunk = self.split(split)[offsets].long()
+        return chunk[:, :-1], chunk[:, 1:]
+
     def model_kwargs(self) -> dict:
         return {"vocab_size": self.vocab_size}
 
 
 Dataset = ClassificationData | LanguageData
+
+
+DATA_DIR_ENV = "GRAFS_BENCH_DATA"
+
+
+def default_data_dir() -> Path:
+    """``$GRAFS_BENCH_DATA`` if set, else ``~/.cache/grafs-bench/data``."""
+    configured = os.environ.get(DATA_DIR_ENV)
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "grafs-bench" / "data"
