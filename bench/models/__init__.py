@@ -16,3 +16,7 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 def create_model(name: str, activation: ActivationFactory, **kwargs) -> nn.Module:
     """Build the registered model ``name`` with ``activation()`` at every activation site."""
     return MODELS.get(name)(activation, **kwargs)
+
+
+# Imported last, for their side effect of registering the builders above.
+from bench.models import gpt, resnet1d, resnet_cifar, vit  # noqa: E402, F401
