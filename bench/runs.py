@@ -1,12 +1,15 @@
-"""What a finished run leaves in its folder."""
+"""What a finished run leaves in its folder, and how its cost compares to a plain training."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.training import TrainResult
+from bench.data.base import Dataset, LanguageData
+from bench.tasks import Task
+from bench.training import TrainResult, block_size_of
 from grafs.files import write_json_atomic
 from grafs.genotype import Genotype
+from grafs.search import SearchResult
 
 
 def save_train_result(result: TrainResult, out: Path, genotype: Genotype | None = None) -> Path:
@@ -17,3 +20,39 @@ def save_train_result(result: TrainResult, out: Path, genotype: Genotype | None 
     write_json_atomic(out / "history.json", result.history)
     write_json_atomic(out / "metrics.json", result.to_dict())
     return out
+
+
+def epoch_samples(task: Task, data: Dataset) -> int:
+    """Samples in one epoch of the training split (blocks of tokens for language models)."""
+    if isinstance(data, LanguageData):
+        return len(data.train) // block_size_of(task)
+    return len(data.train_y)
+
+
+def full_training_samples(task: Task, data: Dataset) -> int:
+    """Training samples (forward + backward) of one full training of the task's plain network."""
+    recipe = task.recipe
+    if recipe.is_iterative:
+        return recipe.iterations * recipe.batch_size * recipe.accumulation
+    return recipe.epochs * len(data.train_y)
+
+
+def search_summary(result: SearchResult, task: Task, data: Dataset, seed: int) -> dict:
+    """The result record plus its cost in epoch-equivalents and in full trainings of the plain network."""
+    summary = {"task": task.name, "seed": seed, **result.to_dict()}
+    summary["cost"]["epoch_equivalents"] = result.cost.sample_passes / epoch_samples(task, data)
+    summary["cost"]["full_trainings"] = result.cost.train_samples / full_training_samples(task, data)
+    return summary
+
+
+def save_search_result(result: SearchResult, out: Path, task: Task, data: Dataset, seed: int) -> dict:
+    """genotype.json, history.json, result.json and activation.png of a GRAFS search."""
+    from bench.plots import plot_activation
+
+    out.mkdir(parents=True, exist_ok=True)
+    result.genotype.save(out / "genotype.json")
+    write_json_atomic(out / "history.json", result.history)
+    plot_activation(result.genotype, out / "activation.png", label=f"GRAFS ({task.name}, seed {seed})")
+    summary = search_summary(result, task, data, seed)
+    write_json_atomic(out / "result.json", summary)
+    return summary

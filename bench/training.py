@@ -333,7 +333,7 @@ def optimizer_step(
         if not torch.isfinite(loss):
             raise Diverged(f"non-finite training loss at step {len(losses)}")
         (loss / recipe.accumulation).backward()
-        losses.append(float(loss))
+        losses.append(loss.item())
         cost.train_samples += batch.size
     if recipe.grad_clip:
         nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
