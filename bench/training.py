@@ -274,9 +274,10 @@ def batch_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     return loss, correct
 
 
-def evaluation_batches(task: Task, data: Dataset, split: str, recipe: Recipe, device) -> Iterator[Batch]:
+def evaluation_batches(task: Task, data: Dataset, split: str, recipe: Recipe, device, indices=None) -> Iterator[Batch]:
+    """Batches of a split, or of the part ``indices`` of it (a slice of the token stream for language data)."""
     if isinstance(data, LanguageData):
-        tokens = data.split(split)
+        tokens = data.split(split) if indices is None else data.split(split)[indices]
         block = block_size_of(task)
         starts = torch.arange(0, len(tokens) - block - 1, block)
         limit = recipe.eval_batches * recipe.eval_batch_size
@@ -288,6 +289,8 @@ def evaluation_batches(task: Task, data: Dataset, split: str, recipe: Recipe, de
             yield Batch(blocks[:, :-1].to(device), blocks[:, 1:].to(device))
         return
     inputs, targets = data.split(split)
+    if indices is not None:
+        inputs, targets = inputs[indices], targets[indices]
     for start in range(0, len(targets), recipe.eval_batch_size):
         yield Batch(
             data.normalize(inputs[start : start + recipe.eval_batch_size].to(device)),
@@ -296,12 +299,15 @@ def evaluation_batches(task: Task, data: Dataset, split: str, recipe: Recipe, de
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, task: Task, data: Dataset, split: str, recipe: Recipe, device, cost: Cost | None = None):
-    """Loss and accuracy on a split; adds the forward passes to ``cost``."""
+def evaluate(
+    model: nn.Module, task: Task, data: Dataset, split: str, recipe: Recipe, device, cost: Cost | None = None,
+    indices=None,
+):
+    """Loss and accuracy on a split (or on its part ``indices``); adds the forward passes to ``cost``."""
     was_training = model.training
     model.eval()
     total_loss, total_correct, total_count, samples = 0.0, 0, 0, 0
-    for batch in evaluation_batches(task, data, split, recipe, device):
+    for batch in evaluation_batches(task, data, split, recipe, device, indices):
         loss, correct = batch_loss(model, batch)
         count = batch.targets.numel()
         total_loss += float(loss) * count
@@ -353,11 +359,17 @@ def train(
     data_dir=None,
     progress: bool | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    train_indices=None,
+    val_indices=None,
 ) -> TrainResult:
     """Train ``task``'s model with ``activation`` from scratch and evaluate it on validation and test.
 
     Deterministic on CPU for a given seed. A non-finite loss ends the run with status
     ``diverged`` and NaN metrics instead of raising.
+
+    ``train_indices`` restricts the weights to part of the training split. ``val_indices`` moves
+    validation onto that part of the training split and leaves the test split alone, as a
+    search's proxy training (75 / 25 split of the training data) must.
     """
     recipe = recipe or task.recipe
     device = resolve_device(device) if isinstance(device, str) else device
@@ -365,7 +377,8 @@ def train(
     seed_everything(seed)
     model = build_model(task, data, activation).to(device)
     optimizer = make_optimizer(model.parameters(), recipe)
-    stream = BatchStream(task, data, recipe.batch_size, seed, device, augment=recipe.augment)
+    stream = BatchStream(task, data, recipe.batch_size, seed, device, indices=train_indices, augment=recipe.augment)
+    validation = ("val", None) if val_indices is None else ("train", val_indices)
     cost, history = Cost(), []
     started = time.perf_counter()
 
@@ -389,7 +402,7 @@ def train(
             scheduler.step()
             bar.update()
             if step in checkpoints:
-                record = _checkpoint(model, task, data, recipe, device, cost, step, steps_per_epoch, losses)
+                record = _checkpoint(model, task, data, recipe, device, cost, step, steps_per_epoch, losses, validation)
                 history.append(record)
                 bar.set_postfix(val=f"{record['val_' + task.metric.name]:.4g}")
                 if on_epoch:
@@ -400,24 +413,28 @@ def train(
     finally:
         bar.close()
 
+    splits = ("val",) if val_indices is not None else ("val", "test")
+    keys = [f"{split}_{name}" for split in splits for name in ("loss", "accuracy")]
     if status == "ok":
-        final = _checkpoint(model, task, data, recipe, device, cost, total_steps, steps_per_epoch, losses)
-        test = evaluate(model, task, data, "test", recipe, device, cost)
-        final.update({"test_loss": test["loss"], "test_accuracy": test["accuracy"]})
+        final = _checkpoint(model, task, data, recipe, device, cost, total_steps, steps_per_epoch, losses, validation)
+        if "test" in splits:
+            test = evaluate(model, task, data, "test", recipe, device, cost)
+            final.update({"test_loss": test["loss"], "test_accuracy": test["accuracy"]})
         history.append(final)
         if on_epoch:
             on_epoch(final)
-        metrics = {key: final[key] for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")}
+        metrics = {key: final[key] for key in keys}
     else:
-        metrics = {key: float("nan") for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")}
-    metrics["val_metric"] = metrics[f"val_{task.metric.name}"]
-    metrics["test_metric"] = metrics[f"test_{task.metric.name}"]
+        metrics = {key: float("nan") for key in keys}
+    for split in splits:
+        metrics[f"{split}_metric"] = metrics[f"{split}_{task.metric.name}"]
     cost.wall_seconds = time.perf_counter() - started
     return TrainResult(task.name, activation_name, seed, status, metrics, cost, history, message)
 
 
-def _checkpoint(model, task, data, recipe, device, cost, step, steps_per_epoch, losses) -> dict:
-    scores = evaluate(model, task, data, "val", recipe, device, cost)
+def _checkpoint(model, task, data, recipe, device, cost, step, steps_per_epoch, losses, validation) -> dict:
+    split, indices = validation
+    scores = evaluate(model, task, data, split, recipe, device, cost, indices)
     return {
         "step": step,
         "epoch": step / steps_per_epoch if not recipe.is_iterative else None,
