@@ -1,0 +1,650 @@
+/*
+ * Fused CPU kernel of the GRAFS mixed activation cell (float32), loaded by grafs/fused.py.
+ *
+ *   f(x) = b1(u2(b0(u0(x), u1(x))), u3(x)),  every slot a weighted sum of its active ops.
+ *
+ * Why a kernel: in plain PyTorch every op of every slot is a pass over memory and autograd keeps
+ * every intermediate (~110 tensors per activation site). Here each thread walks its elements in
+ * blocks of BLOCK floats that stay in cache, the forward pass keeps nothing, and the backward
+ * pass recomputes the forward block by block from the saved input, evaluating every op's value
+ * and derivative together once. The three unary slots that read x (u0, u1, u3) share each op
+ * evaluation, and the elementwise math calls glibc's vector math library (libmvec) when
+ * GRAFS_VECTOR_MATH is defined.
+ *
+ * The math must match grafs/ops.py (the single source of truth); tests/test_cell.py compares
+ * outputs and gradients with the plain PyTorch path. Derivatives follow PyTorch's autograd
+ * formulas, including its conventions at kinks: max/min ties split the gradient 1/2, and whether a
+ * clamp passes the gradient at its bounds (PyTorch changed this between versions) is the `edges`
+ * argument, which the loader reads from the installed PyTorch.
+ *
+ * Layout (flat over the six slots u0, u1, b0, u2, u3, b1, candidates in ops.py order):
+ *   code[k]    op code (OP_NAMES order), active[k] 0/1, w[k] mixture weight, beta[k] scalar;
+ *   offset[s]  index of slot s's first candidate, offset[6] the total.
+ * Unary slots all hold the same candidate list, as do binary slots.
+ * GRAFS_SQRT_FLOOR, GRAFS_SQRT_INF, GRAFS_CBRT_INF, GRAFS_LOG_INF and GRAFS_ASINH_INF are
+ * defined by the loader from ops.py.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef GRAFS_VECTOR_MATH
+/* Declaring the libmvec variants lets the compiler vectorize loops that call these functions
+ * without -ffast-math (which would also change NaN/inf semantics and the process's FP flags). */
+#define VECTOR_VARIANT __attribute__((simd("notinbranch")))
+VECTOR_VARIANT float expf(float);
+VECTOR_VARIANT float expm1f(float);
+VECTOR_VARIANT float log1pf(float);
+VECTOR_VARIANT float sinhf(float);
+VECTOR_VARIANT float tanhf(float);
+VECTOR_VARIANT float asinhf(float);
+VECTOR_VARIANT float atanf(float);
+VECTOR_VARIANT float erff(float);
+#endif
+
+#define BLOCK 256
+#define MAX_UNARY 64
+#define MAX_CANDIDATES 256
+#define SLOTS 6
+#define MAX_THREADS 32
+#define SIMD _Pragma("omp simd")
+
+enum {
+    U_IDENTITY, U_NEG, U_ABS, U_SQUARE, U_CUBE, U_SQRT, U_ADD_BETA, U_MUL_BETA, U_BETA, U_EXP, U_SINH,
+    U_TANH, U_ASINH, U_ATAN, U_RELU, U_MIN0, U_SIGMOID, U_SOFTPLUS, U_ERF, U_SILU, U_GELU, U_ELU,
+    U_LEAKY_RELU, B_ADD, B_SUB, B_MUL, B_MAX, B_MIN, B_SIG_MUL, B_BETA_MIX, B_LEFT, B_RIGHT
+};
+
+static const char OP_NAMES[] =
+    "identity neg abs square cube sqrt add_beta mul_beta beta exp sinh tanh asinh atan relu min0 "
+    "sigmoid softplus erf silu gelu elu leaky_relu add sub mul max min sig_mul beta_mix left right";
+
+const char *grafs_cell_op_names(void) { return OP_NAMES; }
+
+typedef struct {
+    const int32_t *code;
+    const int32_t *active;
+    const float *w;
+    const float *beta;
+    const int32_t *offset;
+    int bounded;
+    int edges; /* 1: a clamp passes the gradient at its bounds, 0: only strictly inside */
+} Cell;
+
+static inline float clampf(float v, float lo, float hi) {
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+}
+
+/* 1 where clamp(v, lo, hi) passes the gradient on, else 0. */
+static inline float inside(float v, float lo, float hi, int edges) {
+    /* Bitwise, not branching, so that loops over it vectorize. */
+    return (float)(((v > lo) & (v < hi)) | (edges & ((v == lo) | (v == hi))));
+}
+
+static inline float sigmoid_scalar(float v) { return 1.0f / (1.0f + expf(-v)); }
+
+/* Beta-free unary ops: the value at v, the derivative into *d. e = exp(v) and s = sigmoid(v) are
+ * precomputed for the ops that read them (see NEEDS_EXP); after inlining, the compiler drops the
+ * derivative where it is not used. */
+#define POINT(name) static inline float name(float v, float e, float s, int bounded, int edges, float *d)
+
+POINT(p_identity) { *d = 1.0f; return v; }
+POINT(p_neg) { *d = -1.0f; return -v; }
+POINT(p_abs) { *d = v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); return fabsf(v); }
+POINT(p_square) {
+    const float r = GRAFS_SQRT_INF, c = bounded ? clampf(v, -r, r) : v;
+    *d = 2.0f * c * (bounded ? inside(v, -r, r, edges) : 1.0f);
+    return c * c;
+}
+POINT(p_cube) {
+    const float r = GRAFS_CBRT_INF, c = bounded ? clampf(v, -r, r) : v;
+    *d = 3.0f * (c * c) * (bounded ? inside(v, -r, r, edges) : 1.0f);
+    return c * c * c;
+}
+POINT(p_sqrt) {
+    /* The floor applies bounded or not (the gradient of sqrt is infinite at 0). */
+    const float f = sqrtf(v < GRAFS_SQRT_FLOOR ? GRAFS_SQRT_FLOOR : v);
+    *d = inside(v, GRAFS_SQRT_FLOOR, INFINITY, edges) / (2.0f * f);
+    return f;
+}
+POINT(p_exp) {
+    const float l = GRAFS_LOG_INF, f = bounded && v > l ? expf(GRAFS_LOG_INF) : e;
+    *d = f * (bounded ? inside(v, -INFINITY, l, edges) : 1.0f);
+    return f;
+}
+POINT(p_sinh) {
+    /* cosh from exp(v); a select, not a product with the mask, as 1 / exp(v) is inf below -88. */
+    const float a = GRAFS_ASINH_INF, c = bounded ? clampf(v, -a, a) : v;
+    const float pass = bounded ? inside(v, -a, a, edges) : 1.0f;
+    *d = pass > 0.0f ? 0.5f * (e + 1.0f / e) : 0.0f;
+    return sinhf(c);
+}
+POINT(p_tanh) { const float t = tanhf(v); *d = 1.0f - t * t; return t; }
+POINT(p_asinh) { *d = 1.0f / sqrtf(v * v + 1.0f); return asinhf(v); }
+POINT(p_atan) { *d = 1.0f / (v * v + 1.0f); return atanf(v); }
+POINT(p_relu) { *d = v > 0.0f ? 1.0f : 0.0f; return v > 0.0f ? v : (v != v ? v : 0.0f); }
+POINT(p_min0) { *d = inside(v, -INFINITY, 0.0f, edges); return v > 0.0f ? 0.0f : v; }
+POINT(p_sigmoid) { *d = (1.0f - s) * s; return s; }
+POINT(p_softplus) {
+    /* PyTorch's softplus: beta 1, linear above the threshold 20. */
+    const float soft = log1pf(e);
+    *d = v > 20.0f ? 1.0f : e / (e + 1.0f);
+    return v > 20.0f ? v : soft;
+}
+POINT(p_erf) { *d = (float)M_2_SQRTPI * expf(-v * v); return erff(v); }
+POINT(p_silu) { *d = s * (1.0f + v * (1.0f - s)); return v * s; }
+POINT(p_gelu) {
+    const float cdf = 0.5f * (1.0f + erff(v * (float)M_SQRT1_2));
+    *d = cdf + v * expf(-0.5f * v * v) * (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
+    return v * cdf;
+}
+POINT(p_elu) {
+    const float m = expm1f(v);
+    *d = v > 0.0f ? 1.0f : e;
+    return v > 0.0f ? v : m;
+}
+POINT(p_leaky_relu) { *d = v > 0.0f ? 1.0f : 0.01f; return v > 0.0f ? v : 0.01f * v; }
+
+static int is_beta_op(int code) { return code == U_ADD_BETA || code == U_MUL_BETA || code == U_BETA; }
+
+/* Whether an op reads exp(v), sigmoid(v): for its value (forward) or value and derivative. */
+static int needs_exp(int code, int derivative) {
+    return code == U_EXP || code == U_SOFTPLUS || code == U_SIGMOID || code == U_SILU ||
+           (derivative && (code == U_SINH || code == U_ELU));
+}
+static int needs_sigmoid(int code) { return code == U_SIGMOID || code == U_SILU; }
+
+/* One block of the input of a group of unary slots, with exp and sigmoid computed on demand. */
+typedef struct {
+    const float *x;
+    int n, have_exp, have_sigmoid;
+    float exp[BLOCK], sigmoid[BLOCK];
+} Input;
+
+static void input_init(Input *in, const float *x, int n) {
+    in->x = x;
+    in->n = n;
+    in->have_exp = in->have_sigmoid = 0;
+}
+
+static void input_prepare(Input *in, int code, int derivative) {
+    if (needs_exp(code, derivative) && !in->have_exp) {
+        SIMD for (int i = 0; i < in->n; i++) in->exp[i] = expf(in->x[i]);
+        in->have_exp = 1;
+    }
+    if (needs_sigmoid(code) && !in->have_sigmoid) {
+        /* 1 / (1 + exp(-x)): exp(x) = 0 gives 0 and exp(x) = inf gives 1, as in PyTorch. */
+        SIMD for (int i = 0; i < in->n; i++) in->sigmoid[i] = 1.0f / (1.0f + 1.0f / in->exp[i]);
+        in->have_sigmoid = 1;
+    }
+}
+
+static float dot(const float *a, const float *b, int n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static float total(const float *a, int n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++) s += a[i];
+    return s;
+}
+
+/*
+ * A group of up to three unary slots reading the same input (u0, u1, u3 read x; u2 reads b0).
+ * Its outputs are out[j] = sum_k w[j,k] op_k(x). With derivatives requested it also keeps
+ * value[k] = op_k(x) for the weight gradients and deriv[j] = d out[j] / dx. A slot of the group
+ * where op k is inactive gets weight 0 and writes into `spare`, so NaN or inf values of an op stay
+ * out of the slots that do not use it, as in the reference.
+ */
+typedef struct {
+    int slots[3], nslots;
+    float *out[3], *deriv[3];
+    float (*value)[BLOCK]; /* [candidate][BLOCK], filled for active beta-free ops */
+    float *spare;
+} Group;
+
+#define UNARY_CASE(CODE, FN)                                                                           \
+    case CODE:                                                                                         \
+        if (!derivative) {                                                                             \
+            SIMD for (int i = 0; i < n; i++) {                                                         \
+                float d;                                                                               \
+                const float f = FN(x[i], e[i], s[i], bounded, edges, &d);                              \
+                o0[i] += w0 * f;                                                                       \
+                o1[i] += w1 * f;                                                                       \
+                o2[i] += w2 * f;                                                                       \
+            }                                                                                          \
+        } else {                                                                                       \
+            float *value = g->value[k];                                                                \
+            SIMD for (int i = 0; i < n; i++) {                                                         \
+                float d;                                                                               \
+                const float f = FN(x[i], e[i], s[i], bounded, edges, &d);                              \
+                value[i] = f;                                                                          \
+                o0[i] += w0 * f;                                                                       \
+                o1[i] += w1 * f;                                                                       \
+                o2[i] += w2 * f;                                                                       \
+                d0[i] += w0 * d;                                                                       \
+                d1[i] += w1 * d;                                                                       \
+                d2[i] += w2 * d;                                                                       \
+            }                                                                                          \
+        }                                                                                              \
+        break;
+
+static void group_forward(const Cell *cell, Group *g, Input *in, int derivative) {
+    const int n = in->n, bounded = cell->bounded, edges = cell->edges;
+    const int first = cell->offset[g->slots[0]], count = cell->offset[g->slots[0] + 1] - first;
+    const float *x = in->x, *e = in->exp, *s = in->sigmoid;
+    for (int j = 0; j < g->nslots; j++) {
+        memset(g->out[j], 0, sizeof(float) * n);
+        if (derivative) memset(g->deriv[j], 0, sizeof(float) * n);
+    }
+    for (int k = 0; k < count; k++) {
+        float w[3] = {0.0f, 0.0f, 0.0f};
+        float *out[3] = {g->spare, g->spare, g->spare}, *deriv[3] = {g->spare, g->spare, g->spare};
+        int any = 0;
+        for (int j = 0; j < g->nslots; j++) {
+            const int idx = cell->offset[g->slots[j]] + k;
+            if (!cell->active[idx]) continue;
+            any = 1;
+            w[j] = cell->w[idx];
+            out[j] = g->out[j];
+            deriv[j] = derivative ? g->deriv[j] : g->spare;
+        }
+        if (!any) continue;
+        const int code = cell->code[first + k];
+        if (is_beta_op(code)) {
+            for (int j = 0; j < g->nslots; j++) {
+                if (out[j] == g->spare) continue;
+                const float b = cell->beta[cell->offset[g->slots[j]] + k], wj = w[j];
+                float *o = out[j], *dj = deriv[j];
+                if (code == U_ADD_BETA) {
+                    SIMD for (int i = 0; i < n; i++) o[i] += wj * (x[i] + b);
+                    if (derivative) SIMD for (int i = 0; i < n; i++) dj[i] += wj;
+                } else if (code == U_MUL_BETA) {
+                    SIMD for (int i = 0; i < n; i++) o[i] += wj * (b * x[i]);
+                    if (derivative) SIMD for (int i = 0; i < n; i++) dj[i] += wj * b;
+                } else {
+                    SIMD for (int i = 0; i < n; i++) o[i] += wj * b;
+                }
+            }
+            continue;
+        }
+        input_prepare(in, code, derivative);
+        const float w0 = w[0], w1 = w[1], w2 = w[2];
+        float *o0 = out[0], *o1 = out[1], *o2 = out[2], *d0 = deriv[0], *d1 = deriv[1], *d2 = deriv[2];
+        switch (code) {
+            UNARY_CASE(U_IDENTITY, p_identity)
+            UNARY_CASE(U_NEG, p_neg)
+            UNARY_CASE(U_ABS, p_abs)
+            UNARY_CASE(U_SQUARE, p_square)
+            UNARY_CASE(U_CUBE, p_cube)
+            UNARY_CASE(U_SQRT, p_sqrt)
+            UNARY_CASE(U_EXP, p_exp)
+            UNARY_CASE(U_SINH, p_sinh)
+            UNARY_CASE(U_TANH, p_tanh)
+            UNARY_CASE(U_ASINH, p_asinh)
+            UNARY_CASE(U_ATAN, p_atan)
+            UNARY_CASE(U_RELU, p_relu)
+            UNARY_CASE(U_MIN0, p_min0)
+            UNARY_CASE(U_SIGMOID, p_sigmoid)
+            UNARY_CASE(U_SOFTPLUS, p_softplus)
+            UNARY_CASE(U_ERF, p_erf)
+            UNARY_CASE(U_SILU, p_silu)
+            UNARY_CASE(U_GELU, p_gelu)
+            UNARY_CASE(U_ELU, p_elu)
+            UNARY_CASE(U_LEAKY_RELU, p_leaky_relu)
+        }
+    }
+}
+
+/* Given grad[j] = d loss / d out[j]: weight and beta gradients, and adds d loss / dx into gin. */
+static void group_backward(const Cell *cell, const Group *g, const Input *in, float *const *grad, float *gin,
+                           double *gw, double *gbeta) {
+    const int n = in->n, first = cell->offset[g->slots[0]], count = cell->offset[g->slots[0] + 1] - first;
+    const float *x = in->x;
+    for (int j = 0; j < g->nslots; j++) {
+        const float *gj = grad[j], *dj = g->deriv[j];
+        SIMD for (int i = 0; i < n; i++) gin[i] += gj[i] * dj[i];
+        float gsum = 0.0f, gx = 0.0f;
+        int sums = 0;
+        for (int k = 0; k < count; k++) {
+            const int idx = cell->offset[g->slots[j]] + k, code = cell->code[first + k];
+            if (!cell->active[idx]) continue;
+            if (!is_beta_op(code)) {
+                gw[idx] += dot(gj, g->value[k], n);
+                continue;
+            }
+            if (!sums) {
+                gsum = total(gj, n);
+                gx = dot(gj, x, n);
+                sums = 1;
+            }
+            const float w = cell->w[idx], b = cell->beta[idx];
+            if (code == U_ADD_BETA) {
+                gw[idx] += (double)gx + (double)b * gsum;
+                gbeta[idx] += (double)w * gsum;
+            } else if (code == U_MUL_BETA) {
+                gw[idx] += (double)b * gx;
+                gbeta[idx] += (double)w * gx;
+            } else {
+                gw[idx] += (double)b * gsum;
+                gbeta[idx] += (double)w * gsum;
+            }
+        }
+    }
+}
+
+/* Forward of one binary slot: out = sum_k w_k * op_k(a, b). */
+static void binary_forward(const Cell *cell, int slot, const float *a, const float *b, int n, float *out) {
+    const int first = cell->offset[slot], count = cell->offset[slot + 1] - first;
+    const float r = GRAFS_SQRT_INF;
+    const int bounded = cell->bounded;
+    memset(out, 0, sizeof(float) * n);
+    for (int k = 0; k < count; k++) {
+        const int idx = first + k;
+        if (!cell->active[idx]) continue;
+        const float w = cell->w[idx];
+        switch (cell->code[idx]) {
+        case B_ADD:
+            SIMD for (int i = 0; i < n; i++) out[i] += w * (a[i] + b[i]);
+            break;
+        case B_SUB:
+            SIMD for (int i = 0; i < n; i++) out[i] += w * (a[i] - b[i]);
+            break;
+        case B_MUL:
+            if (bounded) SIMD for (int i = 0; i < n; i++) out[i] += w * (clampf(a[i], -r, r) * clampf(b[i], -r, r));
+            else SIMD for (int i = 0; i < n; i++) out[i] += w * (a[i] * b[i]);
+            break;
+        case B_MAX:
+            SIMD for (int i = 0; i < n; i++) out[i] += w * (a[i] >= b[i] ? a[i] : b[i]);
+            break;
+        case B_MIN:
+            SIMD for (int i = 0; i < n; i++) out[i] += w * (a[i] <= b[i] ? a[i] : b[i]);
+            break;
+        case B_SIG_MUL:
+            SIMD for (int i = 0; i < n; i++) out[i] += w * ((1.0f / (1.0f + expf(-a[i]))) * b[i]);
+            break;
+        case B_BETA_MIX: {
+            const float s = sigmoid_scalar(cell->beta[idx]);
+            SIMD for (int i = 0; i < n; i++) out[i] += w * (s * a[i] + (1.0f - s) * b[i]);
+            break;
+        }
+        case B_LEFT:
+            SIMD for (int i = 0; i < n; i++) out[i] += w * a[i];
+            break;
+        case B_RIGHT:
+            SIMD for (int i = 0; i < n; i++) out[i] += w * b[i];
+            break;
+        }
+    }
+}
+
+/* Backward of binary_forward: g is the gradient of out; writes ga and gb, adds into gw and gbeta. */
+static void binary_backward(const Cell *cell, int slot, const float *a, const float *b, int n, const float *g,
+                            float *ga, float *gb, double *gw, double *gbeta) {
+    const int first = cell->offset[slot], count = cell->offset[slot + 1] - first;
+    const float r = GRAFS_SQRT_INF;
+    const int bounded = cell->bounded, edges = cell->edges;
+    memset(ga, 0, sizeof(float) * n);
+    memset(gb, 0, sizeof(float) * n);
+    for (int k = 0; k < count; k++) {
+        const int idx = first + k;
+        if (!cell->active[idx]) continue;
+        const float w = cell->w[idx];
+        float acc = 0.0f, mix = 0.0f;
+        switch (cell->code[idx]) {
+        case B_ADD:
+#pragma omp simd reduction(+ : acc)
+            for (int i = 0; i < n; i++) {
+                acc += g[i] * (a[i] + b[i]);
+                ga[i] += w * g[i];
+                gb[i] += w * g[i];
+            }
+            break;
+        case B_SUB:
+#pragma omp simd reduction(+ : acc)
+            for (int i = 0; i < n; i++) {
+                acc += g[i] * (a[i] - b[i]);
+                ga[i] += w * g[i];
+                gb[i] -= w * g[i];
+            }
+            break;
+        case B_MUL:
+#pragma omp simd reduction(+ : acc)
+            for (int i = 0; i < n; i++) {
+                const float ca = bounded ? clampf(a[i], -r, r) : a[i], cb = bounded ? clampf(b[i], -r, r) : b[i];
+                const float ma = bounded ? inside(a[i], -r, r, edges) : 1.0f;
+                const float mb = bounded ? inside(b[i], -r, r, edges) : 1.0f;
+                acc += g[i] * (ca * cb);
+                ga[i] += w * g[i] * cb * ma;
+                gb[i] += w * g[i] * ca * mb;
+            }
+            break;
+        case B_MAX:
+#pragma omp simd reduction(+ : acc)
+            for (int i = 0; i < n; i++) {
+                const float da = a[i] > b[i] ? 1.0f : (a[i] == b[i] ? 0.5f : 0.0f);
+                acc += g[i] * (a[i] >= b[i] ? a[i] : b[i]);
+                ga[i] += w * g[i] * da;
+                gb[i] += w * g[i] * (1.0f - da);
+            }
+            break;
+        case B_MIN:
+#pragma omp simd reduction(+ : acc)
+            for (int i = 0; i < n; i++) {
+                const float da = a[i] < b[i] ? 1.0f : (a[i] == b[i] ? 0.5f : 0.0f);
+                acc += g[i] * (a[i] <= b[i] ? a[i] : b[i]);
+                ga[i] += w * g[i] * da;
+                gb[i] += w * g[i] * (1.0f - da);
+            }
+            break;
+        case B_SIG_MUL:
+#pragma omp simd reduction(+ : acc)
+            for (int i = 0; i < n; i++) {
+                const float s = 1.0f / (1.0f + expf(-a[i]));
+                acc += g[i] * (s * b[i]);
+                ga[i] += w * g[i] * ((1.0f - s) * s) * b[i];
+                gb[i] += w * g[i] * s;
+            }
+            break;
+        case B_BETA_MIX: {
+            const float s = sigmoid_scalar(cell->beta[idx]);
+#pragma omp simd reduction(+ : acc, mix)
+            for (int i = 0; i < n; i++) {
+                acc += g[i] * (s * a[i] + (1.0f - s) * b[i]);
+                mix += g[i] * (a[i] - b[i]);
+                ga[i] += w * g[i] * s;
+                gb[i] += w * g[i] * (1.0f - s);
+            }
+            gbeta[idx] += (double)w * s * (1.0f - s) * mix;
+            break;
+        }
+        case B_LEFT:
+#pragma omp simd reduction(+ : acc)
+            for (int i = 0; i < n; i++) {
+                acc += g[i] * a[i];
+                ga[i] += w * g[i];
+            }
+            break;
+        case B_RIGHT:
+#pragma omp simd reduction(+ : acc)
+            for (int i = 0; i < n; i++) {
+                acc += g[i] * b[i];
+                gb[i] += w * g[i];
+            }
+            break;
+        }
+        gw[idx] += acc;
+    }
+}
+
+/* Per-thread scratch for one block. */
+typedef struct {
+    Input xin, b0in;
+    float m0[BLOCK], m1[BLOCK], m3[BLOCK], b0[BLOCK], m2[BLOCK];
+    float d0[BLOCK], d1[BLOCK], d3[BLOCK], d2[BLOCK], spare[BLOCK];
+    float g0[BLOCK], g1[BLOCK], g2[BLOCK], g3[BLOCK], gb0[BLOCK];
+    float xvalue[MAX_UNARY][BLOCK], b0value[MAX_UNARY][BLOCK];
+    Group xgroup, u2group;
+} Workspace;
+
+static void workspace_init(Workspace *ws) {
+    Group x = {{0, 1, 4}, 3, {ws->m0, ws->m1, ws->m3}, {ws->d0, ws->d1, ws->d3}, ws->xvalue, ws->spare};
+    Group u2 = {{3, 3, 3}, 1, {ws->m2, ws->spare, ws->spare}, {ws->d2, ws->spare, ws->spare}, ws->b0value, ws->spare};
+    ws->xgroup = x;
+    ws->u2group = u2;
+}
+
+/* Slot outputs u0, u1, u3, b0, u2 of one block (and, with derivative, what the backward needs). */
+static void block_hidden(const Cell *cell, Workspace *ws, const float *x, int n, int derivative) {
+    input_init(&ws->xin, x, n);
+    group_forward(cell, &ws->xgroup, &ws->xin, derivative);
+    binary_forward(cell, 2, ws->m0, ws->m1, n, ws->b0);
+    input_init(&ws->b0in, ws->b0, n);
+    group_forward(cell, &ws->u2group, &ws->b0in, derivative);
+}
+
+typedef struct {
+    const Cell *cell;
+    const float *x, *gy;
+    float *y, *gx;
+    int64_t begin, end;
+    int failed;
+    double gw[MAX_CANDIDATES], gbeta[MAX_CANDIDATES];
+} Task;
+
+static void *forward_task(void *arg) {
+    Task *t = arg;
+    Workspace *ws = malloc(sizeof(Workspace));
+    if (!ws) {
+        t->failed = 1;
+        return NULL;
+    }
+    workspace_init(ws);
+    for (int64_t start = t->begin; start < t->end; start += BLOCK) {
+        const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
+        block_hidden(t->cell, ws, t->x + start, n, 0);
+        binary_forward(t->cell, 5, ws->m2, ws->m3, n, t->y + start);
+    }
+    free(ws);
+    return NULL;
+}
+
+static void *backward_task(void *arg) {
+    Task *t = arg;
+    const Cell *cell = t->cell;
+    Workspace *ws = malloc(sizeof(Workspace));
+    if (!ws) {
+        t->failed = 1;
+        return NULL;
+    }
+    workspace_init(ws);
+    for (int64_t start = t->begin; start < t->end; start += BLOCK) {
+        const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
+        float *gx = t->gx + start;
+        block_hidden(cell, ws, t->x + start, n, 1);
+        binary_backward(cell, 5, ws->m2, ws->m3, n, t->gy + start, ws->g2, ws->g3, t->gw, t->gbeta);
+        float *u2grad[1] = {ws->g2};
+        memset(ws->gb0, 0, sizeof(float) * n);
+        group_backward(cell, &ws->u2group, &ws->b0in, u2grad, ws->gb0, t->gw, t->gbeta);
+        binary_backward(cell, 2, ws->m0, ws->m1, n, ws->gb0, ws->g0, ws->g1, t->gw, t->gbeta);
+        float *xgrad[3] = {ws->g0, ws->g1, ws->g3};
+        memset(gx, 0, sizeof(float) * n);
+        group_backward(cell, &ws->xgroup, &ws->xin, xgrad, gx, t->gw, t->gbeta);
+    }
+    free(ws);
+    return NULL;
+}
+
+/* Split [0, n) into block-aligned ranges, one per thread, run them; returns the tasks used. */
+static int run_tasks(Task *tasks, int threads, int64_t n, void *(*body)(void *)) {
+    pthread_t ids[MAX_THREADS];
+    const int64_t blocks = (n + BLOCK - 1) / BLOCK;
+    if (threads > blocks) threads = (int)(blocks > 0 ? blocks : 1);
+    for (int i = 0; i < threads; i++) {
+        tasks[i].begin = blocks * i / threads * BLOCK;
+        tasks[i].end = blocks * (i + 1) / threads * BLOCK;
+        if (tasks[i].end > n) tasks[i].end = n;
+    }
+    int started = 1;
+    for (int i = 1; i < threads; i++, started++)
+        if (pthread_create(&ids[i], NULL, body, &tasks[i]) != 0) break;
+    body(&tasks[0]);
+    for (int i = started; i < threads; i++) body(&tasks[i]); /* ranges whose thread did not start */
+    for (int i = 1; i < started; i++) pthread_join(ids[i], NULL);
+    return threads;
+}
+
+static void init_tasks(Task *tasks, int threads, const Cell *cell, const float *x, const float *gy, float *y,
+                       float *gx) {
+    for (int i = 0; i < threads; i++) {
+        tasks[i].cell = cell;
+        tasks[i].x = x;
+        tasks[i].gy = gy;
+        tasks[i].y = y;
+        tasks[i].gx = gx;
+        tasks[i].failed = 0;
+        memset(tasks[i].gw, 0, sizeof(tasks[i].gw));
+        memset(tasks[i].gbeta, 0, sizeof(tasks[i].gbeta));
+    }
+}
+
+static int valid(const int32_t *offset, int threads) {
+    for (int s = 0; s < SLOTS; s++) {
+        const int count = offset[s + 1] - offset[s];
+        if (count < 1 || count > MAX_UNARY) return 0;
+    }
+    return offset[SLOTS] <= MAX_CANDIDATES && threads >= 1;
+}
+
+static int clamp_threads(int threads) { return threads > MAX_THREADS ? MAX_THREADS : threads; }
+
+/* Returns 0 on success, -1 on a bad layout, -2 when memory ran out. */
+int grafs_cell_forward(const float *x, float *y, int64_t n, const int32_t *code, const int32_t *active,
+                       const float *w, const float *beta, const int32_t *offset, int bounded, int edges,
+                       int threads) {
+    if (!valid(offset, threads)) return -1;
+    Cell cell = {code, active, w, beta, offset, bounded, edges};
+    Task *tasks = malloc(sizeof(Task) * MAX_THREADS);
+    if (!tasks) return -2;
+    threads = clamp_threads(threads);
+    init_tasks(tasks, threads, &cell, x, NULL, y, NULL);
+    const int used = run_tasks(tasks, threads, n, forward_task);
+    int status = 0;
+    for (int i = 0; i < used; i++) status |= tasks[i].failed;
+    free(tasks);
+    return status ? -2 : 0;
+}
+
+/* gw and gbeta (offset[6] entries each) receive the summed gradients; gx is overwritten. */
+int grafs_cell_backward(const float *x, const float *gy, float *gx, int64_t n, const int32_t *code,
+                        const int32_t *active, const float *w, const float *beta, const int32_t *offset, int bounded,
+                        int edges, int threads, double *gw, double *gbeta) {
+    if (!valid(offset, threads)) return -1;
+    Cell cell = {code, active, w, beta, offset, bounded, edges};
+    Task *tasks = malloc(sizeof(Task) * MAX_THREADS);
+    if (!tasks) return -2;
+    threads = clamp_threads(threads);
+    init_tasks(tasks, threads, &cell, x, gy, NULL, gx);
+    const int used = run_tasks(tasks, threads, n, backward_task);
+    int status = 0;
+    for (int k = 0; k < offset[SLOTS]; k++) {
+        gw[k] = 0.0;
+        gbeta[k] = 0.0;
+    }
+    for (int i = 0; i < used; i++) {
+        status |= tasks[i].failed;
+        for (int k = 0; k < offset[SLOTS]; k++) {
+            gw[k] += tasks[i].gw[k];
+            gbeta[k] += tasks[i].gbeta[k];
+        }
+    }
+    free(tasks);
+    return status ? -2 : 0;
+}
