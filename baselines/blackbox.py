@@ -1,0 +1,297 @@
+"""Black-box baselines: Optuna samplers proposing GRAFS cells, each scored by a proxy training.
+
+One ask-and-tell loop serves every sampler: random search (``RandomSampler``), evolution
+(``NSGAIISampler`` used single-objective: uniform crossover, resampling mutation), TPE
+(``TPESampler``) and regularized evolution (:mod:`baselines.regularized_evolution`). Per
+candidate: ask, build the genotype, look up its functional fingerprint, train it only if the
+function is new, tell the score. A diverged candidate is told the metric's worst value.
+
+The Optuna study in ``<out>/study.db`` is the whole state: trace, spending, incumbent and the
+fingerprint cache are rebuilt from its trials, so a killed search resumes where it stopped, and
+the study can be opened with Optuna's own tools (``optuna.load_study``, optuna-dashboard).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Protocol
+
+import optuna
+from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
+from optuna.trial import FrozenTrial, TrialState
+
+from baselines.proxy import DEFAULT_FRACTION, Evaluation, ProxyConfig, ProxyEvaluator
+from baselines.regularized_evolution import RegularizedEvolutionSampler, check_sizes
+from baselines.space import BETA_POLICIES, suggest_genotype
+from bench.runs import epoch_samples
+from bench.searchers import (
+    Budget,
+    Method,
+    Searcher,
+    SearchOutcome,
+    improves,
+    register,
+    spending,
+    trace_row,
+)
+from bench.tasks import Task
+from bench.training import Cost
+from grafs.errors import UserError, unknown_name
+from grafs.genotype import Genotype
+from grafs.ops import SPACES
+
+STUDY_FILE = "study.db"
+MAX_DUPLICATE_STREAK = 200
+"""A sampler that proposes only known functions this many times in a row has converged: stop."""
+
+COMMON_OPTIONS: dict[str, type] = {
+    "proxy_fraction": float, "proxy_epochs": int, "proxy_iterations": int, "tune_betas": bool, "space": str,
+}
+SAMPLER_OPTIONS: dict[str, dict[str, type]] = {
+    "random": {},
+    "evolution": {"population": int},
+    "regularized-evolution": {"population": int, "sample_size": int},
+    "tpe": {},
+}
+SUMMARIES = {
+    "random": "random search over the cell (Optuna RandomSampler)",
+    "evolution": "genetic search over the cell (Optuna NSGAIISampler, single objective)",
+    "regularized-evolution": "regularized (aging) evolution with PANGAEA-style mutations of the cell",
+    "tpe": "Bayesian optimisation over the cell (Optuna TPESampler)",
+}
+
+
+class Evaluator(Protocol):
+    """Scores one genotype; ``description`` names its settings (stored with the study)."""
+
+    description: dict
+
+    def __call__(self, genotype: Genotype) -> Evaluation: ...
+
+
+class BlackBoxSearcher(Searcher):
+    """A sampler proposing cells, a proxy training scoring them, a budget stopping them."""
+
+    def __init__(
+        self, method: str, *, proxy_fraction: float = DEFAULT_FRACTION, proxy_epochs: int | None = None,
+        proxy_iterations: int | None = None, tune_betas: bool = False, space: str = "standard", population: int = 20,
+        sample_size: int = 5,
+    ):
+        if method not in SAMPLER_OPTIONS:
+            raise unknown_name("black-box method", method, SAMPLER_OPTIONS)
+        if space not in SPACES:
+            raise unknown_name("operation space", space, SPACES)
+        check_sizes(population, sample_size)
+        self.method, self.tune_betas, self.space = method, tune_betas, space
+        self.proxy = ProxyConfig(proxy_fraction, proxy_epochs, proxy_iterations)
+        given = {"population": population, "sample_size": sample_size}
+        self.sampler_options = {name: given[name] for name in SAMPLER_OPTIONS[method]}
+
+    @property
+    def config(self) -> dict:
+        return {"sampler": self.method, **self.sampler_options, "tune_betas": self.tune_betas, "space": self.space,
+                "proxy": asdict(self.proxy)}
+
+    def make_sampler(self, seed: int) -> BaseSampler:
+        options = self.sampler_options
+        if self.method == "random":
+            return RandomSampler(seed=seed)
+        if self.method == "tpe":
+            return TPESampler(seed=seed)
+        if self.method == "evolution":
+            return NSGAIISampler(population_size=options["population"], seed=seed)
+        return RegularizedEvolutionSampler(options["population"], options["sample_size"], seed, self.space,
+                                           self.tune_betas)
+
+    def search(self, task, seed, budget, *, data, out, device="cpu", progress=None) -> SearchOutcome:
+        evaluate = ProxyEvaluator(task, data, seed, self.proxy, device)
+        return self.run(task, seed, budget, evaluate, Path(out), epoch_samples(task, data), progress)
+
+    def run(
+        self, task: Task, seed: int, budget: Budget | None, evaluate: Evaluator, out: Path, samples_per_epoch: int,
+        progress: Callable[[dict], None] | None = None,
+    ) -> SearchOutcome:
+        """The search loop, with any evaluator (``search`` uses the proxy training)."""
+        if budget is None:
+            raise UserError(f"the {self.method} search needs a budget: a multiple of GRAFS's cost or seconds")
+        out.mkdir(parents=True, exist_ok=True)
+        with _exclusive(out / f".{STUDY_FILE}.lock", out):
+            study = self.open_study(out, task, seed, evaluate.description)
+            ledger = Ledger(task, samples_per_epoch)
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+                ledger.add(trial)
+            stop = "the budget is spent"
+            while not budget.exhausted(ledger.spent):
+                if ledger.duplicate_streak >= MAX_DUPLICATE_STREAK:
+                    stop = f"the sampler proposed {MAX_DUPLICATE_STREAK} known functions in a row"
+                    break
+                row = ledger.add(self._candidate(study, evaluate, ledger))
+                if progress:
+                    progress(row)
+        return ledger.outcome(self, budget, stop, study.study_name)
+
+    def open_study(self, out: Path, task: Task, seed: int, evaluator: dict) -> optuna.Study:
+        """The run's study, created or resumed; a study made with other settings is refused."""
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        name = f"{self.method}-{task.name}-s{seed}"
+        study = optuna.create_study(
+            storage=study_storage(out / STUDY_FILE), sampler=self.make_sampler(seed), study_name=name,
+            direction="maximize" if task.metric.direction == "max" else "minimize", load_if_exists=True,
+        )
+        settings = json.loads(json.dumps({**self.config, "task": task.name, "seed": seed, "evaluator": evaluator}))
+        stored = study.user_attrs.get("settings")
+        if stored is None:
+            study.set_user_attr("settings", settings)
+        elif stored != settings:
+            changed = sorted(key for key in settings.keys() | stored.keys() if settings.get(key) != stored.get(key))
+            raise UserError(
+                f"{out / STUDY_FILE} holds study {name!r} made with other settings ({', '.join(changed)}); "
+                "resume it with the same options or choose another --out"
+            )
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(trial.number, state=TrialState.FAIL)  # killed mid-candidate: its work is lost
+        return study
+
+    def _candidate(self, study: optuna.Study, evaluate: Evaluator, ledger: Ledger) -> FrozenTrial:
+        started = time.perf_counter()
+        trial = study.ask()
+        try:
+            genotype = suggest_genotype(trial, self.space, self.tune_betas)
+            fingerprint = genotype.fingerprint()
+            trial.set_user_attr("genotype", genotype.to_dict())
+            trial.set_user_attr("formula", genotype.formula())
+            trial.set_user_attr("fingerprint", fingerprint)
+            known = ledger.cache.get(fingerprint)
+            if known is not None:
+                # A function already evaluated is not trained again: it costs no training.
+                value, status, cost = known.value, "duplicate", Cost()
+                trial.set_user_attr("duplicate_of", known.number)
+            else:
+                evaluation = evaluate(genotype)
+                value, status, cost = evaluation.score, evaluation.status, evaluation.cost
+                if evaluation.message:
+                    trial.set_user_attr("message", evaluation.message)
+            trial.set_user_attr("status", status)
+            trial.set_user_attr("wall_seconds", time.perf_counter() - started)
+            trial.set_user_attr("train_samples", cost.train_samples)
+            trial.set_user_attr("eval_samples", cost.eval_samples)
+            return study.tell(trial, value)
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+
+
+class Ledger:
+    """A study's trials folded, in order, into the anytime trace, the spending, the incumbent and the cache."""
+
+    def __init__(self, task: Task, samples_per_epoch: int):
+        self.task, self.samples_per_epoch = task, samples_per_epoch
+        self.cost = Cost()
+        self.trace: list[dict] = []
+        self.cache: dict[str, FrozenTrial] = {}
+        self.best: FrozenTrial | None = None
+        self.counts = {"candidates": 0, "trained": 0, "duplicates": 0, "diverged": 0, "interrupted": 0}
+        self.duplicate_streak = 0
+
+    @property
+    def spent(self) -> dict[str, float]:
+        return spending(self.cost, self.samples_per_epoch)
+
+    def add(self, trial: FrozenTrial) -> dict:
+        attrs = trial.user_attrs
+        if trial.state == TrialState.COMPLETE:
+            status = attrs["status"]
+            self.cost += Cost(attrs["wall_seconds"], attrs["train_samples"], attrs["eval_samples"])
+            self.counts["candidates"] += 1
+            if status == "duplicate":
+                self.counts["duplicates"] += 1
+                self.duplicate_streak += 1
+            else:
+                self.counts["trained"] += 1
+                self.counts["diverged"] += status == "diverged"
+                self.cache[attrs["fingerprint"]] = trial
+                self.duplicate_streak = 0
+                if status == "ok" and improves(self.task.metric, trial.value, self.best.value if self.best else None):
+                    self.best = trial
+            score = None if status == "diverged" else trial.value
+        else:
+            status, score = "interrupted", None
+            self.counts["interrupted"] += 1
+        extra = {"trial": trial.number, "fingerprint": attrs.get("fingerprint")}
+        if "duplicate_of" in attrs:
+            extra["duplicate_of"] = attrs["duplicate_of"]
+        row = trace_row(
+            len(self.trace), status, score, self.best.value if self.best else None, self.spent, attrs.get("formula"),
+            **extra,
+        )
+        self.trace.append(row)
+        return row
+
+    def outcome(self, searcher: BlackBoxSearcher, budget: Budget, stop: str, study_name: str) -> SearchOutcome:
+        counts = self.counts
+        summary = (
+            f"stopped as {stop}: {counts['candidates']} candidates, {counts['trained']} distinct functions trained "
+            f"({counts['diverged']} diverged), {counts['duplicates']} duplicates"
+        )
+        best = self.best
+        return SearchOutcome(
+            method=searcher.method,
+            genotype=Genotype.from_dict(best.user_attrs["genotype"]) if best else None,
+            status="ok" if best else "diverged",
+            message=summary if best else f"no candidate trained without diverging; {summary}",
+            best_score=best.value if best else self.task.metric.worst,
+            betas=BETA_POLICIES[searcher.tune_betas],
+            trace=self.trace,
+            cost=Cost(self.cost.wall_seconds, self.cost.train_samples, self.cost.eval_samples),
+            budget=budget,
+            config=searcher.config,
+            details={
+                "best_trial": best.number if best else None,
+                "evaluations": dict(counts),
+                "study": {"storage": STUDY_FILE, "name": study_name},
+            },
+            scored_on="last 25 % of the training split, after the proxy training",
+        )
+
+
+def study_storage(path: Path) -> optuna.storages.RDBStorage:
+    """The study's SQLite file, written without fsync: a killed search loses no finished trial (the
+    operating system holds the writes), and the measured seconds carry no disk waits (5x the
+    storage time otherwise). Only a crash of the machine itself could lose the last trials."""
+    path = path.resolve()
+
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(path, check_same_thread=False)
+        connection.execute("PRAGMA synchronous=OFF")
+        return connection
+
+    return optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"creator": connect})
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path, out: Path) -> Iterator[None]:
+    """One process per run folder: a second one would fail the first one's running trial."""
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another process is searching in {out}; wait for it or choose another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+for _method, _options in SAMPLER_OPTIONS.items():
+    register(Method(
+        _method, SUMMARIES[_method],
+        lambda m=_method, **options: BlackBoxSearcher(m, **options),
+        {**COMMON_OPTIONS, **_options},
+    ))

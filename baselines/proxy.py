@@ -1,0 +1,83 @@
+"""Scoring a candidate activation by a short proxy training, on the split GRAFS searches on.
+
+The task's search model trains with the candidate on the first 75 % of the training split and is
+scored on the last 25 % (the part GRAFS's architecture steps see), with the task's search recipe
+shortened to a fraction of its length. The validation and test splits stay untouched, so the
+found activation is judged on them later exactly as GRAFS's is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from bench.data.base import Dataset
+from bench.search_task import split_for_search
+from bench.tasks import Recipe, Task
+from bench.training import Cost, train
+from grafs.errors import UserError
+from grafs.genotype import Genotype
+
+DEFAULT_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """How long a candidate trains: ``fraction`` of the task's search recipe, unless a length is given."""
+
+    fraction: float = DEFAULT_FRACTION
+    epochs: int | None = None
+    iterations: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.fraction, (int, float)) and 0 < self.fraction <= 1):
+            raise UserError(f"the proxy fraction must lie in (0, 1], got {self.fraction}")
+        for name in ("epochs", "iterations"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise UserError(f"proxy {name} must be a positive integer, got {value!r}")
+
+    def recipe(self, task: Task) -> Recipe:
+        search = task.search
+        if search.is_iterative:
+            iterations = self.iterations or max(1, round(self.fraction * search.iterations))
+            warmup = round(search.warmup_iterations * iterations / search.iterations)
+            # Only the final score matters: no intermediate evaluations.
+            return replace(search, iterations=iterations, warmup_iterations=warmup, eval_interval=0)
+        epochs = self.epochs or max(1, round(self.fraction * search.epochs))
+        milestones = tuple(sorted({m * epochs // search.epochs for m in search.milestones} - {0}))
+        return replace(search, epochs=epochs, milestones=milestones)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A candidate's proxy score; a diverged candidate carries the metric's worst value."""
+
+    score: float
+    status: str  # ok | diverged
+    cost: Cost
+    message: str = ""
+
+
+class ProxyEvaluator:
+    """Trains and scores one genotype at a time; every candidate sees the same seed and batches."""
+
+    def __init__(self, task: Task, data: Dataset, seed: int, config: ProxyConfig, device: str | torch.device = "cpu"):
+        self.task, self.data, self.seed, self.device = task, data, seed, device
+        self.recipe = config.recipe(task)
+        self.weight_part, self.score_part = split_for_search(data)
+        self.description = {"recipe": asdict(self.recipe), "config": asdict(config), "split": "75/25 of train"}
+
+    def __call__(self, genotype: Genotype) -> Evaluation:
+        result = train(
+            self.task, genotype.to_module, self.seed, activation_name=genotype.formula(), recipe=self.recipe,
+            device=self.device, data=self.data, progress=False, train_indices=self.weight_part,
+            val_indices=self.score_part,
+        )
+        score = result.metrics["val_metric"]
+        if result.status != "ok" or not math.isfinite(score):
+            message = result.message or "non-finite validation score"
+            return Evaluation(self.task.metric.worst, "diverged", result.cost, message)
+        return Evaluation(score, "ok", result.cost)
