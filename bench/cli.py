@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from grafs.errors import UserError
+from grafs.search import MODES
 
 LIST_TOPICS = ("tasks", "ops", "activations")
 
@@ -30,6 +31,23 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a positive integer, got 0")
+    return value
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="grafs-bench", description="Activation-function search: GRAFS, baselines and benchmarks.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -46,6 +64,42 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     training.add_argument("--data-dir", type=Path, help="where the real datasets live (default: $GRAFS_BENCH_DATA)")
     training.add_argument("--learnable-betas", action="store_true", help="train a genotype's betas with the weights")
+
+    searching = commands.add_parser("search", help="search an activation for a task: GRAFS or a black-box baseline")
+    searching.add_argument("--task", required=True)
+    searching.add_argument("--seed", type=_non_negative_int, default=0)
+    searching.add_argument(
+        "--method", default="grafs", help="grafs (default), random, evolution, regularized-evolution, tpe, or a fixed "
+        "activation's name (a search of zero cost)",
+    )
+    searching.add_argument("--mode", choices=MODES, help="GRAFS: fixed (default) or the published code's")
+    searching.add_argument("--no-warmstart", action="store_true", help="ablation: mixture from the first step")
+    searching.add_argument("--no-bounds", action="store_true", help="ablation: unclamped operations")
+    searching.add_argument("--no-shrinking", action="store_true", help="ablation: keep all ops to the end")
+    searching.add_argument("--shared-sample", action="store_true", help="ablation: one Dirichlet sample per pass")
+    searching.add_argument("--plain-cell", action="store_true", help="use the plain reference cell, not the fast one")
+    budget = searching.add_mutually_exclusive_group()
+    budget.add_argument("--budget-multiple", type=_positive_number, help="baselines: k x GRAFS's cost (default 1)")
+    budget.add_argument("--budget-seconds", type=_positive_number, help="baselines: a limit in wall seconds")
+    searching.add_argument(
+        "--budget-unit", help="the unit a matched budget stops in: seconds (default), sample_passes, epoch_equivalents"
+    )
+    searching.add_argument(
+        "--grafs-result", type=Path,
+        help="the GRAFS result.json to match (default: runs/search/<task>-grafs-fixed-s<seed>/result.json)",
+    )
+    searching.add_argument("--tune-betas", action="store_true", help="baselines: tune betas instead of fixing them")
+    searching.add_argument(
+        "--proxy-fraction", type=_positive_number,
+        help="baselines: proxy training length as a fraction of the task's search recipe (default 0.2)",
+    )
+    searching.add_argument("--proxy-epochs", type=_positive_int, help="baselines: proxy training epochs")
+    searching.add_argument("--proxy-iterations", type=_positive_int, help="baselines: proxy training iterations")
+    searching.add_argument("--population", type=_positive_int, help="evolution: population size (default 20)")
+    searching.add_argument("--sample-size", type=_positive_int, help="regularized evolution: sample size (default 5)")
+    searching.add_argument("--out", type=Path, help="folder for genotype.json, trace, result.json, plot (and study.db)")
+    searching.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    searching.add_argument("--data-dir", type=Path, help="where the real datasets live (default: $GRAFS_BENCH_DATA)")
 
     showing = commands.add_parser("show", help="print a genotype's formula and LaTeX, and plot it")
     showing.add_argument("genotype", help="a genotype .json file or a published genotype's name")
@@ -147,6 +201,88 @@ def _command_train(args) -> int:
     return 0 if result.status == "ok" else 1
 
 
+def _search_options(args) -> dict:
+    """The method options the user gave (``None`` = not given, the method's default applies)."""
+    options = {
+        "mode": args.mode,
+        "warmstart": False if args.no_warmstart else None,
+        "bounded": False if args.no_bounds else None,
+        "shrinking": False if args.no_shrinking else None,
+        "shared_sample": True if args.shared_sample else None,
+        "fast": False if args.plain_cell else None,
+        "tune_betas": True if args.tune_betas else None,
+        "proxy_fraction": args.proxy_fraction,
+        "proxy_epochs": args.proxy_epochs,
+        "proxy_iterations": args.proxy_iterations,
+        "population": args.population,
+        "sample_size": args.sample_size,
+    }
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _search_budget(args, method, task):
+    from bench.searchers import Budget, matched_budget
+
+    given = [
+        flag for flag, value in (
+            ("--budget-multiple", args.budget_multiple), ("--budget-seconds", args.budget_seconds),
+            ("--budget-unit", args.budget_unit), ("--grafs-result", args.grafs_result),
+        ) if value is not None
+    ]
+    if not method.budgeted:
+        if given:
+            raise UserError(f"{given[0]} applies to black-box methods; GRAFS and fixed activations are not budgeted")
+        return None
+    if args.budget_seconds is not None:
+        if args.budget_unit not in (None, "seconds") or args.grafs_result is not None:
+            raise UserError("--budget-seconds sets seconds; --budget-unit and --grafs-result go with --budget-multiple")
+        return Budget("seconds", seconds=args.budget_seconds, source="--budget-seconds")
+    multiple, unit = args.budget_multiple or 1.0, args.budget_unit or "seconds"
+    return matched_budget(task, args.seed, multiple, unit, args.grafs_result)
+
+
+def _print_trace_row(row: dict) -> None:
+    score = "-" if row["score"] is None else f"{row['score']:.4f}"
+    best = "-" if row["incumbent_score"] is None else f"{row['incumbent_score']:.4f}"
+    active = f"  active={row['active']}" if "active" in row else ""
+    print(
+        f"  {row['step']:>4}  {row['status']:<11} val={score}  best={best}  {row['wall_seconds']:7.1f} s  "
+        f"{row['epoch_equivalents']:6.1f} ep{active}  {row['formula']}"
+    )
+
+
+def _command_search(args) -> int:
+    from bench.runs import save_search_outcome
+    from bench.searchers import METHODS
+    from bench.tasks import get_task
+    from bench.training import load_task_data, resolve_device
+
+    task = get_task(args.task)
+    method = METHODS.get(args.method)
+    searcher = method.create(**_search_options(args))
+    budget = _search_budget(args, method, task)
+    device = resolve_device(args.device)
+    data = load_task_data(task, args.data_dir)
+    label = f"grafs-{args.mode or 'fixed'}" if method.name == "grafs" else method.name
+    out = args.out or Path("runs") / "search" / f"{task.name}-{label}-s{args.seed}"
+    limit = f", budget {budget.limit:g} {budget.unit} ({budget.source})" if budget else ""
+    print(f"{label} search on {task.name} ({task.description}), seed {args.seed}, on {device}{limit}")
+    outcome = searcher.search(task, args.seed, budget, data=data, out=out, device=device, progress=_print_trace_row)
+    summary = save_search_outcome(outcome, out, task, data, args.seed)
+    print(f"status={outcome.status} {outcome.message}".rstrip())
+    if outcome.genotype is not None:
+        print(f"found (val {outcome.best_score:.4f}, betas {outcome.betas}): f(x) = {outcome.genotype.formula()}")
+    cost = summary["cost"]
+    print(
+        f"cost: {cost['wall_seconds']:.1f} s, {cost['sample_passes']} sample passes, {cost['epoch_equivalents']:.1f} "
+        f"epoch-equivalents, {cost['full_trainings']:.2f} full trainings; saved to {out}"
+    )
+    if budget:
+        overshoot = summary["budget"]["overshoot"]
+        print(f"budget: {budget.limit:g} {budget.unit}, overshoot {overshoot:+.4g} {budget.unit}")
+    return 0 if outcome.status == "ok" else 1
+
+
 def _command_show(args) -> int:
     from bench.activations import resolve_activation
 
@@ -176,7 +312,13 @@ def _command_prepare(args) -> int:
     return 0
 
 
-COMMANDS = {"list": _command_list, "train": _command_train, "show": _command_show, "prepare": _command_prepare}
+COMMANDS = {
+    "list": _command_list,
+    "train": _command_train,
+    "search": _command_search,
+    "show": _command_show,
+    "prepare": _command_prepare,
+}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -21,6 +21,7 @@ import torch
 from baselines.proxy import Evaluation, ProxyConfig
 from baselines.regularized_evolution import MUTATIONS, SUBTREES, mutate, random_genotype
 from baselines.space import distributions, genotype_params
+from bench.cli import main
 from bench.data.base import ClassificationData
 from bench.runs import save_search_outcome
 from bench.searchers import METHODS, Budget, create_searcher, fixed_genotype, matched_budget
@@ -244,6 +245,27 @@ def test_fixed_activations_are_searches_of_zero_cost(tmp_path):
     assert torch.equal(outcome.genotype.to_module()(x), torch.nn.functional.gelu(x))
     assert fixed_genotype("relu").formula() == "ReLU(x)"
     assert {"grafs", "random", "evolution", "regularized-evolution", "tpe", "relu"} <= set(METHODS)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "random", "--population", "8", "--budget-seconds", "5"], "'population' does not apply"),
+        (["--method", "grafs", "--budget-seconds", "5"], "GRAFS"),
+        (["--method", "tpe", "--budget-seconds", "0"], "positive"),
+        (["--method", "random", "--budget-seconds", "5", "--budget-unit", "sample_passes"], "--budget-seconds"),
+        (["--method", "random", "--no-shrinking", "--budget-seconds", "5"], "'shrinking' does not apply"),
+        (["--method", "annealing"], "unknown search method 'annealing'"),
+        (["--method", "random", "--budget-unit", "furlongs"], "unknown budget unit 'furlongs'"),
+    ],
+)
+def test_search_command_refuses_bad_combinations_in_one_line(args, message, capsys):
+    try:
+        status = main(["search", "--task", "mnist1d-resnet1d", *args])
+    except SystemExit as exit:  # argparse's own errors
+        status = exit.code
+    error = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(error) == 1 and message in error[0], error
 
 
 if __name__ == "__main__":  # the process the resume test kills: one line per finished candidate
