@@ -1,0 +1,129 @@
+"""The report of a campaign folder, built only from its ``campaign.json`` and gathered tables.
+
+``build_report(out)`` writes ``out/report.md``, a self-contained ``out/report.html`` (figures
+embedded), every table as CSV and LaTeX under ``out/tables/`` and every figure as PNG and PDF
+under ``out/figures/``. The same tables always give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.report import figures, stats, tables
+from bench.report.inputs import NOT_GATHERED, ReportInputs, load_inputs
+from bench.report.render import Block, Code, Heading, Paragraph, render_html, render_markdown, write_table
+from grafs.files import write_text_atomic
+
+REPORT_PACKAGES = ("scipy", "seaborn", "matplotlib")
+
+
+def environment(inputs: ReportInputs) -> tuple[str, dict[str, str]]:
+    """Where the numbers come from: ``environment.json`` if the campaign recorded one, else this build's."""
+    recorded = inputs.out / "environment.json"
+    if recorded.is_file():
+        return "as recorded in environment.json", json.loads(recorded.read_text())
+    from bench.tracking import environment_tags
+
+    values = dict(environment_tags())
+    for package in REPORT_PACKAGES:
+        values[f"version.{package}"] = metadata.version(package)
+    values["platform"] = platform.platform()
+    devices = inputs.units["device"].dropna().unique() if "device" in inputs.units else []
+    values["device"] = ", ".join(sorted(map(str, devices))) or f"{inputs.campaign.device} (the campaign's setting)"
+    return "of the build of this report (the units record none of their own)", values
+
+
+def _completeness_text(units: pd.DataFrame, missing: tables.Table) -> str:
+    total = len(units)
+    if missing.display.empty:
+        return f"All {total} declared units finished with status ok."
+    counts = missing.data["state"].value_counts()
+    diverged = int((missing.data["state"] == "done").sum())
+    parts = [f"{int(counts[s])} {s}" for s in ("failed", "running", "pending", NOT_GATHERED) if s in counts]
+    if diverged:
+        parts.append(f"{diverged} diverged")
+    return (
+        f"{len(missing.display)} of {total} declared units are missing from the results ({', '.join(parts)}). "
+        "Means average only the finished units: every cell built from an incomplete group says so as n=k/N "
+        "(finished / declared units), and a cell with none finished shows –."
+    )
+
+
+def build_report(out: Path) -> Path:
+    """Write the report of the campaign folder ``out``; returns the path of ``report.md``."""
+    inputs = load_inputs(Path(out))
+    campaign = inputs.campaign
+    units = tables.with_entries(inputs.units, campaign)
+    figure_dir, table_dir = inputs.out / "figures", inputs.out / "tables"
+    scores = tables.replicate_scores(units, campaign)
+    missing = tables.completeness(units)
+    efficiency = tables.efficiency(units, inputs.trace, campaign)
+    target = tables.time_to_target(units, campaign)
+    transfer, normalised = tables.transfer(units, campaign)
+    found = tables.found_activations(units, campaign)
+    blocks_table = stats.blocks(scores, campaign)
+    reference = tables.default_grafs(campaign)
+    tests = stats.wilcoxon_against(blocks_table, reference or "")
+    friedman = stats.friedman(blocks_table)
+
+    blocks: list[Block] = [
+        Heading(1, f"grafs-bench report: {campaign.name}"),
+        Paragraph(campaign.description),
+        Paragraph(f"Built by `grafs-bench report` from this folder's campaign.json and gathered tables "
+                  f"(tables/units.parquet, tables/trace.parquet): {len(units)} declared units, "
+                  f"search tasks {', '.join(campaign.tasks)}, seeds {', '.join(map(str, campaign.seeds))}."),
+        Heading(2, "Completeness"),
+        Paragraph(_completeness_text(units, missing)),
+    ]
+    if not missing.display.empty:
+        blocks.append(missing)
+    blocks += [Heading(2, "Efficiency"), efficiency]
+    if not target.display.empty:
+        blocks.append(target)
+    blocks += [Heading(2, "Transfer"), transfer, normalised, Heading(2, "Statistics")]
+    blocks += [Paragraph(line) for line in stats.summary(tests, friedman, reference, blocks_table)]
+    if not tests.empty:
+        blocks.append(stats.wilcoxon_table(tests))
+    if friedman is not None:
+        blocks.append(stats.friedman_table(friedman))
+    if friedman is not None and np.isfinite(friedman.critical_difference):
+        blocks.append(figures.critical_difference(friedman, figure_dir))
+    else:
+        complete = 0 if friedman is None else friedman.blocks
+        blocks.append(Paragraph(f"No critical-difference diagram: it needs at least {stats.MIN_CD_BLOCKS} blocks in "
+                                f"which every activation has a score and at least 3 activations; this campaign has "
+                                f"{complete} such blocks."))
+    blocks.append(Heading(2, "Figures"))
+    if not inputs.trace.empty:
+        blocks.append(figures.anytime(inputs.trace, units, campaign, figure_dir))
+    else:
+        blocks.append(Paragraph("No anytime curves: no search trace has been gathered yet."))
+    finished = units[(units["kind"] == "search") & (units["state"] == "done")]
+    if not finished.empty:
+        blocks.append(figures.cost_versus_metric(units, scores, campaign, figure_dir))
+    for task in campaign.tasks:
+        if (finished["task"] == task).any():
+            blocks.append(figures.activations(units, scores, campaign, task, figure_dir))
+    if np.isfinite(normalised.data.drop(columns="activation").to_numpy(dtype=float)).any():
+        blocks.append(figures.transfer_heatmap(normalised.data, figure_dir))
+    blocks += [Heading(2, "Found activations"), found]
+    where, values = environment(inputs)
+    blocks += [
+        Heading(2, "Campaign"), Code(json.dumps(inputs.record, indent=2)),
+        Heading(2, "Environment"), Paragraph(f"Versions, device and commit {where}."),
+        Code("\n".join(f"{key}: {value}" for key, value in values.items())),
+    ]
+
+    for block in blocks:
+        if isinstance(block, tables.Table):
+            write_table(block, table_dir)
+    write_text_atomic(inputs.out / "report.html", render_html(blocks, f"grafs-bench report: {campaign.name}"))
+    path = inputs.out / "report.md"
+    write_text_atomic(path, render_markdown(blocks, inputs.out))
+    return path

@@ -1,0 +1,104 @@
+"""The inputs of a report: a campaign folder's ``campaign.json`` and its gathered tables, nothing else.
+
+Every unit the campaign declares becomes one row, joined with what ``gather`` recorded for it,
+so a unit that failed, is still pending or never reached the tables is visible as such instead
+of silently shrinking a mean.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench.campaign import Campaign, MethodSpec
+from grafs.errors import UserError
+
+NOT_GATHERED = "not gathered"
+# Columns the report reads; gather writes them only for finished units, so they may be absent.
+RESULT_COLUMNS = (
+    "state", "method", "status", "error", "formula", "genotype", "cost_wall_seconds", "cost_epoch_equivalents",
+    "cost_full_trainings", "candidates", "val_metric", "test_metric",
+)
+TRACE_COLUMNS = (
+    "unit_id", "label", "task", "seed", "budget_multiple", "step", "status", "incumbent_score", "wall_seconds",
+    "epoch_equivalents", "formula",
+)
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    out: Path
+    campaign: Campaign
+    record: dict  # campaign.json's "campaign" object, as written
+    units: pd.DataFrame  # one row per declared unit, with its gathered results
+    trace: pd.DataFrame
+
+
+def campaign_from_record(record: dict) -> Campaign:
+    """The :class:`Campaign` back from its ``asdict`` form in ``campaign.json``."""
+    methods = tuple(
+        MethodSpec(m["label"], m["method"], tuple((key, value) for key, value in m.get("options") or ()))
+        for m in record["methods"]
+    )
+    targets = record.get("targets", "all")
+    return Campaign(
+        name=record["name"], description=record.get("description", ""), tasks=tuple(record["tasks"]),
+        seeds=tuple(record["seeds"]), budget_multiples=tuple(float(m) for m in record["budget_multiples"]),
+        budget_unit=record.get("budget_unit", "seconds"), methods=methods, fixed=tuple(record.get("fixed", ())),
+        evaluation_seeds=tuple(record.get("evaluation_seeds", (0,))),
+        targets=targets if targets == "all" else tuple(targets),
+        scale=tuple((key, value) for key, value in record.get("scale") or ()), source=record.get("source", ""),
+        device=record.get("device", "auto"),
+    )
+
+
+def _declared(units: list[dict]) -> pd.DataFrame:
+    rows = []
+    for unit in units:
+        spec = unit["spec"]
+        activation = spec.get("activation") or {}
+        rows.append({
+            "unit_id": unit["id"],
+            "kind": unit["kind"],
+            "label": spec["label"],
+            "task": spec["task"],
+            "seed": spec["seed"],
+            "budget_multiple": spec.get("budget_multiple"),
+            "search_task": spec.get("search_task", spec["task"]),
+            "search_seed": spec.get("search_seed", spec["seed"]),
+            "fixed": activation.get("fixed"),
+            "depends_on": tuple(unit.get("depends_on", ())),
+        })
+    return pd.DataFrame(rows, columns=[
+        "unit_id", "kind", "label", "task", "seed", "budget_multiple", "search_task", "search_seed", "fixed",
+        "depends_on",
+    ])
+
+
+def load_inputs(out: Path) -> ReportInputs:
+    """Read ``out``; a folder that is not a gathered campaign is a one-line :class:`UserError`."""
+    out = Path(out)
+    if not (out / "campaign.json").is_file():
+        raise UserError(f"{out} holds no campaign (no campaign.json); pass the --out folder of a grafs-bench run")
+    tables = out / "tables"
+    if not (tables / "units.parquet").is_file():
+        raise UserError(f"{out} has no gathered tables (tables/units.parquet); run `grafs-bench gather {out}` first")
+    try:
+        data = json.loads((out / "campaign.json").read_text())
+        record, declared = data["campaign"], data["units"]
+        campaign = campaign_from_record(record)
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        problem = f"{out / 'campaign.json'} is not a campaign record ({error})"
+        raise UserError(f"{problem}; rerun `grafs-bench run` on it") from None
+    gathered = pd.read_parquet(tables / "units.parquet")
+    units = _declared(declared)
+    results = gathered.drop(columns=[c for c in units.columns if c != "unit_id" and c in gathered.columns])
+    units = units.merge(results, on="unit_id", how="left", validate="one_to_one")
+    units = units.reindex(columns=list(dict.fromkeys([*units.columns, *RESULT_COLUMNS])))
+    units["state"] = units["state"].astype(object).where(units["state"].notna(), NOT_GATHERED)
+    trace = pd.read_parquet(path) if (path := tables / "trace.parquet").is_file() else pd.DataFrame()
+    trace = trace.reindex(columns=list(dict.fromkeys([*trace.columns, *TRACE_COLUMNS])))
+    return ReportInputs(out=out, campaign=campaign, record=record, units=units, trace=trace)

@@ -1,0 +1,264 @@
+"""The report, built from a small synthetic gathered campaign (no training runs here)."""
+
+import json
+import shutil
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bench.campaign import expand, parse_campaign
+from bench.cli import main
+from bench.report import build_report
+from bench.report.stats import cliques, holm
+from bench.runner import write_campaign_record
+from bench.tasks import get_task
+from grafs.errors import UserError
+from grafs.genotype import Genotype
+
+CAMPAIGN = {
+    "name": "tiny-report",
+    "description": "a synthetic two-task campaign for the report tests",
+    "tasks": ["digits-vit", "pydoc-gpt"],
+    "seeds": [0, 1, 2],
+    "budget_multiples": [1, 2],
+    "budget_unit": "seconds",
+    "methods": ["grafs", {"method": "grafs", "label": "grafs-reference", "mode": "reference"}, "random"],
+    "fixed": ["relu", "gelu", "silu"],
+    "evaluation": {"seeds": [0], "targets": ["digits-vit-mini", "stdlib-gpt"]},
+    "scale": {"search_epochs": 2, "retrain_epochs": 2},
+}
+EFFECT = {"grafs": 0.010, "grafs-reference": 0.004, "random": -0.004, "relu": 0.0, "gelu": 0.003, "silu": 0.006}
+BASE = {"digits-vit": 0.90, "digits-vit-mini": 0.93, "pydoc-gpt": 1.80, "stdlib-gpt": 1.95}
+
+
+def _noise(key: str) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(key.encode()))
+
+
+def _metric(task: str, label: str, budget: float | None, key: str) -> float:
+    gain = EFFECT[label] + (0.002 * budget if budget else 0.0) + _noise(key).normal(0, 0.003)
+    return BASE[task] + gain if get_task(task).metric.direction == "max" else BASE[task] - 5 * gain
+
+
+def _search_row(unit, spec: dict) -> tuple[dict, list[dict]]:
+    budget = spec["budget_multiple"]
+    genotype = Genotype.random(torch.Generator().manual_seed(zlib.crc32(unit.id.encode())))
+    seconds = 40.0 * (budget or 1.0) * (1.0 + 0.1 * spec["seed"])
+    points = 6 if budget is None else int(8 * budget)
+    trace = []
+    for step in range(points):
+        score = 0.5 + 0.4 * (step + 1) / points + _noise(f"{unit.id}{step}").normal(0, 0.01)
+        best = max([score] + [p["incumbent_score"] for p in trace])
+        trace.append({
+            "unit_id": unit.id, "label": spec["label"], "task": spec["task"], "seed": spec["seed"],
+            "budget_multiple": budget, "step": step, "status": "duplicate" if step == 3 and budget else "ok",
+            "score": score, "incumbent_score": best, "wall_seconds": seconds * (step + 1) / points,
+            "sample_passes": 1000 * (step + 1), "epoch_equivalents": 0.5 * (step + 1),
+            "formula": genotype.formula() if step == points - 1 else f"candidate {step}",
+        })
+    row = {
+        "status": "ok", "best_score": trace[-1]["incumbent_score"], "formula": genotype.formula(),
+        "genotype": json.dumps(genotype.to_dict()), "betas": "learned" if budget is None else "init-mean",
+        "cost_wall_seconds": seconds, "cost_sample_passes": 1000.0 * points,
+        "cost_epoch_equivalents": 0.5 * points, "cost_full_trainings": 0.25 * points,
+        "budget_unit": spec["budget_unit"], "budget_limit_seconds": None if budget is None else 40.0 * budget,
+        "budget_limit_sample_passes": None, "candidates": None,
+    }
+    return row, trace
+
+
+def _retrain_row(unit, spec: dict) -> dict:
+    metric = _metric(spec["task"], spec["label"], spec["budget_multiple"], unit.id)
+    accuracy = get_task(spec["task"]).metric.name == "accuracy"
+    return {
+        "status": "ok", "activation": spec["label"], "genotype": None, "val_metric": metric - 0.01,
+        "test_metric": metric, "val_loss": 0.3 if accuracy else metric - 0.01, "test_loss": 0.3 if accuracy else metric,
+        "val_accuracy": metric - 0.01 if accuracy else None, "test_accuracy": metric if accuracy else None,
+        "cost_wall_seconds": 30.0, "cost_sample_passes": 50_000.0,
+    }
+
+
+def write_fixture(out: Path) -> dict:
+    """campaign.json as the runner writes it, and the three gathered tables with gather's columns."""
+    campaign = parse_campaign(CAMPAIGN, source="test")
+    units = expand(campaign)
+    out.mkdir(parents=True, exist_ok=True)
+    write_campaign_record(campaign, units, out)
+    rows, traces, history = [], [], []
+    for unit in units:
+        spec = unit.spec
+        row = {
+            "unit_id": unit.id, "kind": unit.kind, "state": "done", "label": spec["label"],
+            "method": spec.get("method", "retrain"), "task": spec["task"], "seed": spec["seed"],
+            "budget_multiple": spec.get("budget_multiple"), "search_task": spec.get("search_task", spec["task"]),
+            "search_seed": spec.get("search_seed", spec["seed"]),
+            "source": json.dumps(spec["activation"]) if "activation" in spec else None,
+            "options": json.dumps(spec.get("options", {}), sort_keys=True), "error": None,
+        }
+        if unit.kind == "search":
+            result, trace = _search_row(unit, spec)
+            traces += trace
+        else:
+            result = _retrain_row(unit, spec)
+            history.append({"unit_id": unit.id, "label": spec["label"], "task": spec["task"], "seed": spec["seed"],
+                            "budget_multiple": spec.get("budget_multiple"), "search_task": spec["search_task"],
+                            "step": 1, "val_metric": result["val_metric"]})
+        rows.append({**row, **result})
+    tables = out / "tables"
+    tables.mkdir()
+    frame = pd.DataFrame(rows).sort_values("unit_id", kind="stable").reset_index(drop=True)
+    frame.to_parquet(tables / "units.parquet", index=False)
+    pd.DataFrame(traces).to_parquet(tables / "trace.parquet", index=False)
+    pd.DataFrame(history).to_parquet(tables / "history.parquet", index=False)
+    return {unit.id: unit for unit in units}
+
+
+@pytest.fixture(scope="module")
+def complete(tmp_path_factory):
+    out = tmp_path_factory.mktemp("complete")
+    write_fixture(out)
+    build_report(out)
+    return out
+
+
+def read_csv(out: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(out / "tables" / f"{name}.csv")
+
+
+def test_report_files(complete):
+    for name in ("efficiency", "time_to_target", "transfer", "transfer_normalised", "wilcoxon", "friedman",
+                 "found_activations"):
+        assert (complete / "tables" / f"{name}.csv").is_file() and (complete / "tables" / f"{name}.tex").is_file()
+    for name in ("anytime", "cost_vs_metric", "activations_digits-vit", "activations_pydoc-gpt", "transfer_heatmap",
+                 "critical_difference"):
+        assert (complete / "figures" / f"{name}.png").stat().st_size > 5_000
+        assert (complete / "figures" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    html = (complete / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 6 and "<img" in html and 'src="figures/' not in html
+    text = (complete / "report.md").read_text()
+    for section in ("## Completeness", "## Efficiency", "## Transfer", "## Statistics", "## Campaign",
+                    "## Environment"):
+        assert section in text
+    assert "All 84 declared units finished with status ok." in text
+    assert "git_commit" in text and '"name": "tiny-report"' in text
+
+
+def test_efficiency_table(complete):
+    table = read_csv(complete, "efficiency")
+    methods = ["grafs", "grafs-reference", "random (1x)", "random (2x)", "relu", "gelu", "silu"]
+    assert table["search_task"].tolist() == ["digits-vit"] * 7 + ["pydoc-gpt"] * 7
+    assert table["method"].tolist() == methods * 2
+    for column in ("seconds_mean", "epoch_equivalents_mean", "full_trainings_mean", "candidates", "test_metric_mean",
+                   "test_metric_std", "rank"):
+        assert column in table
+    vit = table[table["search_task"] == "digits-vit"].set_index("method")
+    assert vit.loc["grafs", "rank"] == 1 and vit.loc["grafs", "test_n"] == vit.loc["grafs", "test_expected"] == 3
+    assert vit.loc["grafs", "seconds_mean"] == pytest.approx(44.0)
+    assert vit.loc["random (2x)", "candidates"] == 15  # 16 trials, one duplicate
+    assert vit.loc["relu", "seconds_mean"] == 0
+    gpt = table[table["search_task"] == "pydoc-gpt"].set_index("method")
+    assert gpt.loc["grafs", "test_metric_mean"] < gpt.loc["relu", "test_metric_mean"]  # a loss: lower is better
+    assert gpt.loc["grafs", "rank"] == 1
+    latex = (complete / "tables" / "efficiency.tex").read_text()
+    assert r"\toprule" in latex and r"$\pm$" in latex and r"\textbf{" in latex
+    target = read_csv(complete, "time_to_target")
+    assert target[["search_task", "method"]].values.tolist() == [["digits-vit", "random"], ["pydoc-gpt", "random"]]
+    assert target["needed_multiple"].isna().all()
+    assert "> 2x" in (complete / "report.md").read_text()
+
+
+def test_transfer_table(complete):
+    table = read_csv(complete, "transfer")
+    assert table["activation"].tolist() == [
+        "relu", "gelu", "silu", "grafs", "grafs-reference", "random (1x)", "random (2x)"]
+    for column in ("digits-vit", "digits-vit-mini", "pydoc-gpt", "stdlib-gpt"):
+        assert {f"{column} mean", f"{column} std", f"{column} n"} <= set(table.columns)
+    assert "average_rank" in table
+    assert table.set_index("activation")["average_rank"].idxmin() == "grafs"
+    normalised = read_csv(complete, "transfer_normalised").set_index("activation")
+    assert list(normalised.columns) == ["digits-vit", "digits-vit-mini", "pydoc-gpt", "stdlib-gpt", "Mean"]
+    assert (normalised.loc["relu"].iloc[:4] == 0).all()
+    assert normalised.iloc[:, :4].max().tolist() == [1.0, 1.0, 1.0, 1.0]
+    text = (complete / "report.md").read_text()
+    assert "| relu |" in text and "n=" not in text.split("## Statistics")[0]
+
+
+def test_statistics(complete):
+    tests = read_csv(complete, "wilcoxon")
+    assert tests["reference"].unique().tolist() == ["grafs"]
+    assert tests["other"].tolist() == ["grafs-reference", "random (1x)", "random (2x)", "relu", "gelu", "silu"]
+    assert (tests["blocks"] == 12).all() and (tests["p_holm"] >= tests["p"]).all()
+    text = (complete / "report.md").read_text()
+    assert "The Friedman test finds" in text and "critical_difference.png" in text
+    assert holm([0.01, 0.04, float("nan"), 0.03]) == pytest.approx([0.03, 0.06, float("nan"), 0.06], nan_ok=True)
+    assert cliques(pd.Series([1.0, 1.5, 3.0, 3.2]), 1.0) == [(0, 1), (2, 3)]
+
+
+def test_report_is_identical_when_built_twice(complete, tmp_path):
+    again = tmp_path / "again"
+    shutil.copytree(complete, again, ignore=shutil.ignore_patterns("report.*", "figures", "*.csv", "*.tex"))
+    assert main(["report", str(again)]) == 0
+    for path in sorted(complete.rglob("*")):
+        if path.is_file():
+            relative = path.relative_to(complete)
+            assert (again / relative).read_bytes() == path.read_bytes(), relative
+    assert sorted(p.relative_to(again) for p in again.rglob("*")) == sorted(p.relative_to(complete)
+                                                                            for p in complete.rglob("*"))
+
+
+def test_missing_and_failed_units_are_named_not_averaged(tmp_path):
+    out = tmp_path / "partial"
+    units = write_fixture(out)
+    frame = pd.read_parquet(out / "tables" / "units.parquet")
+    failed = next(u for u in units.values() if u.kind == "search" and u.spec["label"] == "grafs"
+                  and u.spec["task"] == "digits-vit" and u.spec["seed"] == 1)
+    blocked = {failed.id}
+    for unit in units.values():  # expansion order: a unit comes after everything it depends on
+        if blocked & set(unit.depends_on):
+            blocked.add(unit.id)
+    blocked = sorted(blocked - {failed.id})
+    fixed = next(u for u in units.values() if u.spec["label"] == "gelu" and u.spec["task"] == "digits-vit-mini")
+    dropped = next(u for u in units.values() if u.spec["label"] == "random" and u.kind == "retrain"
+                   and u.spec["task"] == "stdlib-gpt" and u.spec["budget_multiple"] == 1.0)
+    is_failed = frame["unit_id"] == failed.id
+    frame.loc[is_failed, "state"] = "failed"
+    frame.loc[is_failed, "error"] = "RuntimeError: out of memory"
+    result_columns = ["status", "formula", "genotype", "test_metric", "val_metric", "cost_wall_seconds"]
+    frame.loc[is_failed | frame["unit_id"].isin(blocked), result_columns] = None
+    frame.loc[frame["unit_id"].isin(blocked), "state"] = "pending"
+    frame.loc[frame["unit_id"] == fixed.id, ["state", "test_metric"]] = ["running", None]
+    frame = frame[frame["unit_id"] != dropped.id]
+    frame.to_parquet(out / "tables" / "units.parquet", index=False)
+
+    text = build_report(out).read_text()
+    completeness = text.split("## Efficiency")[0]
+    assert len(blocked) == 2 + 2 * 3  # the two random searches budgeted by the failed one, and every retraining
+    assert f"{3 + len(blocked)} of 84 declared units are missing from the results (1 failed, 1 running, " \
+        f"{len(blocked)} pending, 1 not gathered)" in completeness
+    for unit_id in (failed.id, *blocked, fixed.id, dropped.id):
+        assert unit_id in completeness
+    assert "RuntimeError: out of memory" in completeness and f"blocked: unit {failed.id} failed" in completeness
+    efficiency = read_csv(out, "efficiency").set_index(["search_task", "method"])
+    grafs = efficiency.loc[("digits-vit", "grafs")]
+    assert (grafs["searches"], grafs["searches_expected"], grafs["test_n"], grafs["test_expected"]) == (2, 3, 2, 3)
+    assert "(n=2/3)" in text.split("## Transfer")[0]
+    transfer = text.split("## Transfer")[1].split("## Statistics")[0]
+    row = next(line for line in transfer.splitlines() if line.startswith("| gelu |"))
+    assert "– (n=0/1)" in row
+    row = next(line for line in transfer.splitlines() if line.startswith("| random (1x) |"))
+    assert row.count("(n=2/3)") == 3 and "(incomplete)" in row  # seed 1 blocked on digits-vit, one unit lost
+    assert read_csv(out, "found_activations").set_index("unit_id").loc[failed.id, "state"] == "failed"
+
+
+def test_bad_folders_are_one_line_user_errors(tmp_path, capsys):
+    with pytest.raises(UserError, match="no campaign.json"):
+        build_report(tmp_path)
+    (tmp_path / "campaign.json").write_text("{}")
+    with pytest.raises(UserError, match="grafs-bench gather"):
+        build_report(tmp_path)
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "no campaign.json" in capsys.readouterr().err
