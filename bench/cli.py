@@ -8,10 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.runner import EXECUTORS
 from grafs.errors import UserError
 from grafs.search import MODES
 
-LIST_TOPICS = ("tasks", "ops", "activations")
+LIST_TOPICS = ("tasks", "ops", "activations", "campaigns", "methods")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     searching.add_argument("--task", required=True)
     searching.add_argument("--seed", type=_non_negative_int, default=0)
     searching.add_argument(
-        "--method", default="grafs", help="grafs (default), random, evolution, regularized-evolution, tpe, or a fixed "
+        "--method",
+        default="grafs",
+        help="grafs (default), random, evolution, regularized-evolution, tpe, or a fixed "
         "activation's name (a search of zero cost)",
     )
     searching.add_argument("--mode", choices=MODES, help="GRAFS: fixed (default) or the published code's")
@@ -85,12 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget-unit", help="the unit a matched budget stops in: seconds (default), sample_passes, epoch_equivalents"
     )
     searching.add_argument(
-        "--grafs-result", type=Path,
+        "--grafs-result",
+        type=Path,
         help="the GRAFS result.json to match (default: runs/search/<task>-grafs-fixed-s<seed>/result.json)",
     )
     searching.add_argument("--tune-betas", action="store_true", help="baselines: tune betas instead of fixing them")
     searching.add_argument(
-        "--proxy-fraction", type=_positive_number,
+        "--proxy-fraction",
+        type=_positive_number,
         help="baselines: proxy training length as a fraction of the task's search recipe (default 0.2)",
     )
     searching.add_argument("--proxy-epochs", type=_positive_int, help="baselines: proxy training epochs")
@@ -104,6 +109,27 @@ def build_parser() -> argparse.ArgumentParser:
     showing = commands.add_parser("show", help="print a genotype's formula and LaTeX, and plot it")
     showing.add_argument("genotype", help="a genotype .json file or a published genotype's name")
     showing.add_argument("--plot", type=Path, help="write a PNG of the function next to ReLU, GELU and SiLU")
+
+    running = commands.add_parser("run", help="run (or resume) a campaign, then gather its tables")
+    running.add_argument("campaign", nargs="?", default="quick", help="a built-in campaign name or a TOML file")
+    running.add_argument("--out", type=Path, help="output folder (default: runs/<campaign>)")
+    running.add_argument("--workers", type=_positive_int, default=1, help="units run in parallel")
+    running.add_argument("--executor", choices=EXECUTORS, default="local", help="local processes or submitit (Slurm)")
+    running.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+
+    status = commands.add_parser("status", help="done / running / failed / pending units of a campaign folder")
+    status.add_argument("out", type=Path)
+    status.add_argument("--json", action="store_true")
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for a campaign folder")
+    ui.add_argument("out", type=Path)
+    ui.add_argument("--port", type=_positive_int, default=5000)
+
+    gathering = commands.add_parser("gather", help="rebuild the parquet tables of a campaign folder")
+    gathering.add_argument("out", type=Path)
+
+    reporting = commands.add_parser("report", help="write report.md / report.html, tables and figures of a campaign")
+    reporting.add_argument("out", type=Path)
 
     preparing = commands.add_parser("prepare", help="download and tokenize a dataset (needs a network)")
     preparing.add_argument("dataset", choices=("tinystories",))
@@ -161,6 +187,14 @@ def _list_rows(topic: str) -> list[dict]:
             }
             for op in OPERATIONS.values()
         ]
+    if topic == "campaigns":
+        from bench.campaign import builtin_campaigns, load_campaign
+
+        return [{"name": name, "description": load_campaign(name).description} for name in builtin_campaigns()]
+    if topic == "methods":
+        from bench.searchers import METHODS
+
+        return [{"name": name, "summary": METHODS.get(name).summary} for name in METHODS]
     from baselines.fixed import FIXED_ACTIVATIONS
     from baselines.published import PUBLISHED_GENOTYPES
 
@@ -224,10 +258,14 @@ def _search_budget(args, method, task):
     from bench.searchers import Budget, matched_budget
 
     given = [
-        flag for flag, value in (
-            ("--budget-multiple", args.budget_multiple), ("--budget-seconds", args.budget_seconds),
-            ("--budget-unit", args.budget_unit), ("--grafs-result", args.grafs_result),
-        ) if value is not None
+        flag
+        for flag, value in (
+            ("--budget-multiple", args.budget_multiple),
+            ("--budget-seconds", args.budget_seconds),
+            ("--budget-unit", args.budget_unit),
+            ("--grafs-result", args.grafs_result),
+        )
+        if value is not None
     ]
     if not method.budgeted:
         if given:
@@ -303,6 +341,99 @@ def _command_show(args) -> int:
     return 0
 
 
+def _command_run(args) -> int:
+    from bench.campaign import load_campaign
+    from bench.gather import gather
+    from bench.report import build_report
+    from bench.runner import folder_lock, run_campaign
+
+    campaign = load_campaign(args.campaign)
+    out = args.out or Path("runs") / campaign.name
+    out.mkdir(parents=True, exist_ok=True)
+    tracker = None
+    if not args.no_tracking:
+        from bench.tracking import Tracker
+
+        tracker = Tracker(out, campaign.name)
+
+    def finished(unit, outcome) -> None:
+        if tracker and outcome.state == "done":
+            tracker.log_unit(unit.id, unit.kind, unit.spec, campaign.device)
+
+    print(f"campaign {campaign.name}: {campaign.description}")
+    summary = run_campaign(campaign, out, workers=args.workers, executor=args.executor, on_finished=finished)
+    if tracker:
+        _log_unlogged(tracker, out, campaign.device)
+    with folder_lock(out / ".report.lock"):  # runners sharing the folder take turns
+        tables = gather(out)
+        report = build_report(out)
+    print(
+        f"{summary.done}/{summary.total} units done, {summary.failed} failed, {summary.blocked} blocked; "
+        f"tables in {out / 'tables'} ({len(tables['units'])} units, {len(tables['trace'])} trace rows)"
+    )
+    print(f"report: {report} (and report.html, tables/, figures/)")
+    return 0 if summary.failed == 0 and summary.blocked == 0 else 1
+
+
+def _log_unlogged(tracker, out: Path, device: str) -> None:
+    """Units finished by an earlier, interrupted run are logged now (each at most once)."""
+    from bench.runner import DONE, campaign_status
+
+    units = {u["id"]: u for u in json.loads((out / "campaign.json").read_text())["units"]}
+    for unit_id in campaign_status(out)[DONE]:
+        if tracker.run_id_of(unit_id) is None:
+            tracker.log_unit(unit_id, units[unit_id]["kind"], units[unit_id]["spec"], device)
+
+
+def _command_status(args) -> int:
+    from bench.runner import campaign_status
+
+    status = campaign_status(args.out)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    total = sum(len(ids) for ids in status.values())
+    for state, ids in status.items():
+        print(f"{state:<8} {len(ids):>5} / {total}")
+    for unit_id in status["failed"]:
+        failed = json.loads((args.out / "units" / unit_id / "failed.json").read_text())
+        print(f"  failed: {unit_id}: {failed['error']}")
+    for unit_id in status["running"]:
+        print(f"  running: {unit_id}")
+    return 0
+
+
+def _command_ui(args) -> int:
+    import os
+    import subprocess
+
+    from bench.tracking import tracking_uri
+
+    if not (args.out / "mlflow.db").exists() and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise UserError(f"{args.out} has no mlflow.db; pass the --out folder of a grafs-bench run")
+    uri = tracking_uri(args.out)
+    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1"]
+    return subprocess.call([*command, "--port", str(args.port)])
+
+
+def _command_gather(args) -> int:
+    from bench.gather import gather
+
+    if not (args.out / "campaign.json").exists():
+        raise UserError(f"{args.out} holds no campaign (no campaign.json); pass the --out folder of a grafs-bench run")
+    tables = gather(args.out)
+    print(", ".join(f"{name}: {len(table)} rows" for name, table in tables.items()) + f" -> {args.out / 'tables'}")
+    return 0
+
+
+def _command_report(args) -> int:
+    from bench.report import build_report
+
+    print(f"report: {build_report(args.out)} (and report.html, tables/, figures/)")
+    return 0
+
+
 def _command_prepare(args) -> int:
     from bench.data import default_data_dir
     from bench.data.tinystories import prepare_tinystories
@@ -318,6 +449,11 @@ COMMANDS = {
     "search": _command_search,
     "show": _command_show,
     "prepare": _command_prepare,
+    "run": _command_run,
+    "status": _command_status,
+    "ui": _command_ui,
+    "gather": _command_gather,
+    "report": _command_report,
 }
 
 if __name__ == "__main__":

@@ -112,14 +112,29 @@ def _variant(task: Task, name: str, description: str, **changes) -> Task:
 # paper scale: GRAFS_REFERENCE section 4, exactly
 # ----------------------------------------------------------------------------------------------
 _RESNET_RETRAIN = Recipe(
-    "sgd", 0.1, 128, epochs=200, momentum=0.9, weight_decay=1e-4, schedule="multistep", milestones=(100, 150),
+    "sgd",
+    0.1,
+    128,
+    epochs=200,
+    momentum=0.9,
+    weight_decay=1e-4,
+    schedule="multistep",
+    milestones=(100, 150),
     augment="crop_flip",
 )
 _RESNET_SEARCH = Recipe("sgd", 0.1, 64, epochs=50, momentum=0.9, weight_decay=1e-4, accumulation=2, augment="crop_flip")
 _cifar_resnet20 = Task(
-    "cifar10-resnet20", "paper", "resnet", "resnet20", "cifar10", _RESNET_RETRAIN, _RESNET_SEARCH,
-    GrafsSettings(arch_lr=6e-4, start_shrinking=2, warmstart=1), ACCURACY,
-    description="ResNet20 on CIFAR-10 (the paper's ResNet search task)", default_activation="relu",
+    "cifar10-resnet20",
+    "paper",
+    "resnet",
+    "resnet20",
+    "cifar10",
+    _RESNET_RETRAIN,
+    _RESNET_SEARCH,
+    GrafsSettings(arch_lr=6e-4, start_shrinking=2, warmstart=1),
+    ACCURACY,
+    description="ResNet20 on CIFAR-10 (the paper's ResNet search task)",
+    default_activation="relu",
 )
 _register_family(
     _cifar_resnet20,
@@ -134,9 +149,17 @@ _register_family(
 _VIT_RETRAIN = Recipe("adam", 1e-3, 512, epochs=500, weight_decay=0.0, schedule="cosine", augment="trivial_augment")
 _VIT_SEARCH = Recipe("adam", 1e-3, 128, epochs=50, schedule="cosine", accumulation=4, augment="trivial_augment")
 _cifar_vit = Task(
-    "cifar10-vit-tiny", "paper", "vit", "vit_tiny", "cifar10", _VIT_RETRAIN, _VIT_SEARCH,
-    GrafsSettings(arch_lr=0.09, start_shrinking=2, warmstart=1), ACCURACY,
-    model_kwargs=(("patch", (4, 4)),), description="ViT-Tiny on CIFAR-10 (the paper's ViT search task)",
+    "cifar10-vit-tiny",
+    "paper",
+    "vit",
+    "vit_tiny",
+    "cifar10",
+    _VIT_RETRAIN,
+    _VIT_SEARCH,
+    GrafsSettings(arch_lr=0.09, start_shrinking=2, warmstart=1),
+    ACCURACY,
+    model_kwargs=(("patch", (4, 4)),),
+    description="ViT-Tiny on CIFAR-10 (the paper's ViT search task)",
     default_activation="gelu",
 )
 _register_family(
@@ -149,15 +172,33 @@ _register_family(
 )
 
 _GPT_RETRAIN = Recipe(
-    "adamw", 1e-3, 64, iterations=10_000, weight_decay=0.1, schedule="cosine", min_lr=1e-4, warmup_iterations=100,
-    grad_clip=1.0, eval_batch_size=64, eval_batches=200, eval_interval=500,
+    "adamw",
+    1e-3,
+    64,
+    iterations=10_000,
+    weight_decay=0.1,
+    schedule="cosine",
+    min_lr=1e-4,
+    warmup_iterations=100,
+    grad_clip=1.0,
+    eval_batch_size=64,
+    eval_batches=200,
+    eval_interval=500,
 )
 _GPT_SEARCH = replace(_GPT_RETRAIN, iterations=1000, eval_interval=100)
 _tinystories_gpt = Task(
-    "tinystories-gpt-mini", "paper", "gpt", "gpt_mini", "tinystories", _GPT_RETRAIN, _GPT_SEARCH,
-    GrafsSettings(arch_lr=1e-3, start_shrinking=200, warmstart=101), LOSS,
+    "tinystories-gpt-mini",
+    "paper",
+    "gpt",
+    "gpt_mini",
+    "tinystories",
+    _GPT_RETRAIN,
+    _GPT_SEARCH,
+    GrafsSettings(arch_lr=1e-3, start_shrinking=200, warmstart=101),
+    LOSS,
     model_kwargs=(("block_size", 256), ("dropout", 0.2)),
-    description="miniGPT (3L/3H/192) on TinyStories (the paper's GPT search task)", default_activation="gelu",
+    description="miniGPT (3L/3H/192) on TinyStories (the paper's GPT search task)",
+    default_activation="gelu",
 )
 _register_family(
     _tinystories_gpt,
@@ -173,16 +214,26 @@ _register_family(
 _RESNET1D_RECIPE = Recipe("adam", 3e-3, 128, epochs=15, weight_decay=1e-4, schedule="cosine")
 _RESNET1D_SEARCH = Recipe("sgd", 0.05, 64, epochs=12, momentum=0.9, weight_decay=1e-4)
 _mnist1d_resnet = Task(
-    "mnist1d-resnet1d", "cpu", "resnet1d", "resnet1d_small", "mnist1d", _RESNET1D_RECIPE, _RESNET1D_SEARCH,
-    GrafsSettings(arch_lr=6e-4, start_shrinking=2, warmstart=1), ACCURACY,
-    description="small 1-D ResNet on MNIST-1D (cpu counterpart of ResNet20 / CIFAR-10)", default_activation="relu",
+    "mnist1d-resnet1d",
+    "cpu",
+    "resnet1d",
+    "resnet1d_small",
+    "mnist1d",
+    _RESNET1D_RECIPE,
+    _RESNET1D_SEARCH,
+    GrafsSettings(arch_lr=6e-4, start_shrinking=2, warmstart=1),
+    ACCURACY,
+    description="small 1-D ResNet on MNIST-1D (cpu counterpart of ResNet20 / CIFAR-10)",
+    default_activation="relu",
 )
 _register_family(
     _mnist1d_resnet,
     [
         _variant(_mnist1d_resnet, "mnist1d-resnet1d-large", "large 1-D ResNet on MNIST-1D", model="resnet1d_large"),
         _variant(
-            _mnist1d_resnet, "mnist1d-shuffled-resnet1d", "small 1-D ResNet on MNIST-1D with shuffled time steps",
+            _mnist1d_resnet,
+            "mnist1d-shuffled-resnet1d",
+            "small 1-D ResNet on MNIST-1D with shuffled time steps",
             dataset="mnist1d-shuffled",
         ),
     ],
@@ -191,30 +242,58 @@ _register_family(
 _VIT_CPU_RECIPE = Recipe("adam", 2e-3, 64, epochs=15, weight_decay=0.0, schedule="cosine")
 _VIT_CPU_SEARCH = Recipe("adam", 2e-3, 32, epochs=10, schedule="cosine")
 _digits_vit = Task(
-    "digits-vit", "cpu", "vit", "vit_micro", "digits", _VIT_CPU_RECIPE, _VIT_CPU_SEARCH,
-    GrafsSettings(arch_lr=0.09, start_shrinking=2, warmstart=1), ACCURACY,
+    "digits-vit",
+    "cpu",
+    "vit",
+    "vit_micro",
+    "digits",
+    _VIT_CPU_RECIPE,
+    _VIT_CPU_SEARCH,
+    GrafsSettings(arch_lr=0.09, start_shrinking=2, warmstart=1),
+    ACCURACY,
     model_kwargs=(("patch", (2, 2)),),
-    description="micro ViT on scikit-learn digits (cpu counterpart of ViT-Tiny / CIFAR-10)", default_activation="gelu",
+    description="micro ViT on scikit-learn digits (cpu counterpart of ViT-Tiny / CIFAR-10)",
+    default_activation="gelu",
 )
 _register_family(
     _digits_vit,
     [
         _variant(_digits_vit, "digits-vit-mini", "mini ViT on scikit-learn digits", model="vit_mini"),
         _variant(
-            _digits_vit, "mnist1d-vit", "micro ViT on MNIST-1D (1-D patches of 4)", dataset="mnist1d",
+            _digits_vit,
+            "mnist1d-vit",
+            "micro ViT on MNIST-1D (1-D patches of 4)",
+            dataset="mnist1d",
             model_kwargs=(("patch", (1, 4)),),
         ),
     ],
 )
 
 _GPT_CPU_RECIPE = Recipe(
-    "adamw", 2e-3, 32, iterations=600, weight_decay=0.1, schedule="cosine", min_lr=2e-4, warmup_iterations=30,
-    grad_clip=1.0, eval_batch_size=64, eval_batches=20, eval_interval=150,
+    "adamw",
+    2e-3,
+    32,
+    iterations=600,
+    weight_decay=0.1,
+    schedule="cosine",
+    min_lr=2e-4,
+    warmup_iterations=30,
+    grad_clip=1.0,
+    eval_batch_size=64,
+    eval_batches=20,
+    eval_interval=150,
 )
 _GPT_CPU_SEARCH = replace(_GPT_CPU_RECIPE, iterations=300, eval_interval=50)
 _pydoc_gpt = Task(
-    "pydoc-gpt", "cpu", "gpt", "gpt_nano", "pydoc-text", _GPT_CPU_RECIPE, _GPT_CPU_SEARCH,
-    GrafsSettings(arch_lr=1e-3, start_shrinking=60, warmstart=31), LOSS,
+    "pydoc-gpt",
+    "cpu",
+    "gpt",
+    "gpt_nano",
+    "pydoc-text",
+    _GPT_CPU_RECIPE,
+    _GPT_CPU_SEARCH,
+    GrafsSettings(arch_lr=1e-3, start_shrinking=60, warmstart=31),
+    LOSS,
     model_kwargs=(("block_size", 64), ("dropout", 0.0)),
     description="nano GPT on CPython's pydoc text, bytes as tokens (cpu counterpart of miniGPT / TinyStories)",
     default_activation="gelu",

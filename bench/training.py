@@ -188,7 +188,11 @@ class Batch:
 
 
 def classification_batches(
-    data: ClassificationData, indices: Tensor, batch_size: int, augment: str, generator: torch.Generator,
+    data: ClassificationData,
+    indices: Tensor,
+    batch_size: int,
+    augment: str,
+    generator: torch.Generator,
     device: torch.device,
 ) -> Iterator[Batch]:
     """One shuffled pass over ``indices`` of the training split."""
@@ -300,7 +304,13 @@ def evaluation_batches(task: Task, data: Dataset, split: str, recipe: Recipe, de
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, task: Task, data: Dataset, split: str, recipe: Recipe, device, cost: Cost | None = None,
+    model: nn.Module,
+    task: Task,
+    data: Dataset,
+    split: str,
+    recipe: Recipe,
+    device,
+    cost: Cost | None = None,
     indices=None,
 ):
     """Loss and accuracy on a split (or on its part ``indices``); adds the forward passes to ``cost``."""
@@ -328,7 +338,11 @@ def metric_value(task: Task, scores: dict[str, float]) -> float:
 # The training loop
 # ----------------------------------------------------------------------------------------------
 def optimizer_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, stream: BatchStream, recipe: Recipe, cost: Cost,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    stream: BatchStream,
+    recipe: Recipe,
+    cost: Cost,
 ) -> float:
     """One optimizer step over ``recipe.accumulation`` micro-batches; returns the mean loss."""
     optimizer.zero_grad(set_to_none=True)

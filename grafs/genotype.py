@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from grafs.errors import UserError
 from grafs.files import write_text_atomic
-from grafs.ops import SLOTS, SPACES, Expr, Operation, check_slot_op, initial_beta, slot_candidates
+from grafs.ops import SLOTS, Expr, Operation, check_slot_op, initial_beta, slot_candidates
 
 FORMAT = "grafs-genotype/1"
 _KEYS = ("format", "ops", "betas", "bounded")
@@ -46,16 +46,20 @@ class Genotype:
 
     # Construction -----------------------------------------------------------------------
     @classmethod
-    def from_ops(cls, ops: Sequence[str], betas: Sequence[float | None] | None = None, bounded: bool = True) -> Genotype:
+    def from_ops(
+        cls, ops: Sequence[str], betas: Sequence[float | None] | None = None, bounded: bool = True
+    ) -> Genotype:
         """A genotype from op names; betas default to the initial mean of each op's beta."""
         if betas is None:
             if len(ops) != len(SLOTS):
                 raise UserError(f"a genotype needs {len(SLOTS)} operations ({', '.join(SLOTS)}), got {len(ops)}")
-            betas = [check_slot_op(slot, name).beta_init_mean for slot, name in zip(SLOTS, ops)]
+            betas = [check_slot_op(slot, name).beta_init_mean for slot, name in zip(SLOTS, ops, strict=False)]
         return cls(tuple(ops), tuple(betas), bounded)
 
     @classmethod
-    def random(cls, generator: torch.Generator | None = None, space: str = "standard", bounded: bool = True) -> Genotype:
+    def random(
+        cls, generator: torch.Generator | None = None, space: str = "standard", bounded: bool = True
+    ) -> Genotype:
         """A uniformly random cell, betas drawn as the search initialises them."""
         chosen: list[Operation] = []
         for slot in SLOTS:
@@ -95,11 +99,15 @@ class Genotype:
         except FileNotFoundError:
             raise UserError(f"genotype file {path} does not exist; pass the path of a genotype.json") from None
         except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
-            raise UserError(f"genotype file {path} cannot be read ({type(error).__name__}); pass a genotype.json") from None
+            raise UserError(
+                f"genotype file {path} cannot be read ({type(error).__name__}); pass a genotype.json"
+            ) from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise UserError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); expected {_EXAMPLE}") from None
+            raise UserError(
+                f"{path} is not valid JSON ({error.msg} at line {error.lineno}); expected {_EXAMPLE}"
+            ) from None
         return cls.from_dict(data, source=str(path))
 
     # Serialisation ----------------------------------------------------------------------
@@ -123,7 +131,7 @@ class Genotype:
 
     @property
     def operations(self) -> tuple[Operation, ...]:
-        return tuple(check_slot_op(slot, name) for slot, name in zip(SLOTS, self.ops))
+        return tuple(check_slot_op(slot, name) for slot, name in zip(SLOTS, self.ops, strict=False))
 
     def with_bounds(self, bounded: bool) -> Genotype:
         return Genotype(self.ops, self.betas, bounded)
@@ -176,7 +184,7 @@ def _validate(ops: tuple, betas: tuple, bounded: object) -> None:
         )
     if not isinstance(bounded, bool):
         raise UserError("'bounded' must be true or false")
-    for slot, name, beta in zip(SLOTS, ops, betas):
+    for slot, name, beta in zip(SLOTS, ops, betas, strict=False):
         op = check_slot_op(slot, name)
         if op.has_beta and beta is None:
             raise UserError(f"slot {slot} holds {name!r}, which needs a beta value, but its beta is null")
@@ -198,7 +206,7 @@ class GenotypeActivation(nn.Module):
         self.genotype = genotype
         self.bounded = genotype.bounded
         self._ops = genotype.operations
-        for slot, beta in zip(SLOTS, genotype.betas):
+        for slot, beta in zip(SLOTS, genotype.betas, strict=False):
             if beta is None:
                 continue
             value = torch.tensor(float(beta))

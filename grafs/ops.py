@@ -82,9 +82,7 @@ def _clipped(render: Renderer, low: str, high: str) -> Renderer:
             return plain
         if low == "":
             return _call("min", r"\min")([plain, Expr(high, ATOM)], None, bounded, latex)
-        return _call("clip", r"\mathrm{clip}")(
-            [plain, Expr(low, ATOM), Expr(high, ATOM)], None, bounded, latex
-        )
+        return _call("clip", r"\mathrm{clip}")([plain, Expr(low, ATOM), Expr(high, ATOM)], None, bounded, latex)
 
     return wrapped
 
@@ -348,8 +346,12 @@ _OPERATIONS: tuple[Operation, ...] = (
     _unary("sinc", lambda x, b, bd: torch.sinc(x / math.pi), _call("sinc", r"\mathrm{sinc}"), extended=True),
     _unary("gaussian", lambda x, b, bd: torch.exp(-(x**2)), _gaussian, extended=True),
     _binary("div", _divide_fn, _divide, extended=True),
-    _binary("exp_neg_abs_diff", lambda x1, x2, b, bd: torch.exp(-torch.abs(x1 - x2)), _neg_abs_difference, extended=True),
-    _binary("exp_neg_sq_diff", lambda x1, x2, b, bd: torch.exp(-((x1 - x2) ** 2)), _neg_squared_difference, extended=True),
+    _binary(
+        "exp_neg_abs_diff", lambda x1, x2, b, bd: torch.exp(-torch.abs(x1 - x2)), _neg_abs_difference, extended=True
+    ),
+    _binary(
+        "exp_neg_sq_diff", lambda x1, x2, b, bd: torch.exp(-((x1 - x2) ** 2)), _neg_squared_difference, extended=True
+    ),
 )
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _OPERATIONS}

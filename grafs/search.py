@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from grafs.cell import CellSite, SearchCell
+from grafs.errors import UserError, unknown_name
 from grafs.genotype import Genotype
 from grafs.ops import SLOTS, slot_candidates
 
@@ -90,8 +91,6 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            from grafs.errors import unknown_name
-
             raise unknown_name("search mode", self.mode, MODES)
 
 
@@ -144,6 +143,11 @@ def total_candidates(space: str = "standard") -> int:
 
 def shrink_schedule(rounds: int, start_shrinking: int, initial_ops: int = 110) -> dict[int, int]:
     """Drops per round: ``start - 1 + floor(logspace(0, log10(rounds - start), initial_ops - 6))``."""
+    if not 0 < start_shrinking < rounds:
+        raise UserError(
+            f"progressive shrinking must start after round 0 and before the last of {rounds} rounds, "
+            f"got start_shrinking={start_shrinking}; lengthen the search or turn shrinking off"
+        )
     spacing = np.logspace(0, math.log10(rounds - start_shrinking), initial_ops - len(SLOTS))
     times = start_shrinking - 1 + np.floor(spacing)
     return dict(sorted(Counter(int(t) for t in times).items()))
@@ -380,4 +384,3 @@ def search(
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     return BilevelSearch(task, config, torch.device(device)).run(progress)
-

@@ -78,7 +78,9 @@ def test_bounds_are_on_by_default_and_can_be_lifted():
 
 
 def test_betas_are_frozen_buffers_or_learnable_parameters():
-    genotype = Genotype(("mul_beta", "relu", "beta_mix", "identity", "identity", "add"), (2.0, None, 0.5, None, None, None))
+    genotype = Genotype(
+        ("mul_beta", "relu", "beta_mix", "identity", "identity", "add"), (2.0, None, 0.5, None, None, None)
+    )
     assert list(genotype.to_module().parameters()) == []
     module = genotype.to_module(learnable_betas=True)
     names = {name for name, _ in module.named_parameters()}
@@ -91,7 +93,9 @@ def test_formula_simplifies_and_shows_betas():
     assert VIT1.formula() == "0.3993 * GELU(0.4413 * min(x^2, 10) + 0.5587 * GELU(x)) + 0.6007 * SiLU(x)"
     gated = Genotype.from_ops(("gelu", "tanh", "left", "sigmoid", "gelu", "mul"), bounded=False)
     assert gated.formula() == "sigmoid(GELU(x)) * GELU(x)"
-    shifted = Genotype(("add_beta", "relu", "left", "identity", "identity", "right"), (-0.5, None, None, None, None, None))
+    shifted = Genotype(
+        ("add_beta", "relu", "left", "identity", "identity", "right"), (-0.5, None, None, None, None, None)
+    )
     assert shifted.formula() == "x"
     assert Genotype(("add_beta", "relu", "left", "identity", "identity", "left"), (-0.5,) + (None,) * 5).formula() == (
         "x - 0.5"
@@ -109,9 +113,10 @@ def test_fingerprint_identifies_functions():
     assert silu.fingerprint() == gated.fingerprint()
     assert relu_a.fingerprint() != silu.fingerprint()
     scaled = Genotype(("mul_beta", "relu", "left", "identity", "identity", "left"), (1.5,) + (None,) * 5)
-    assert scaled.fingerprint() != Genotype(
-        ("mul_beta", "relu", "left", "identity", "identity", "left"), (1.25,) + (None,) * 5
-    ).fingerprint()
+    assert (
+        scaled.fingerprint()
+        != Genotype(("mul_beta", "relu", "left", "identity", "identity", "left"), (1.25,) + (None,) * 5).fingerprint()
+    )
 
 
 def test_random_genotypes_are_seeded():

@@ -9,8 +9,28 @@ from grafs.cell import SearchCell
 from grafs.genotype import Genotype
 from grafs.search import BilevelSearch, SearchConfig, search, shrink_schedule
 
-TEST_VECTOR = {2: 19, 3: 11, 4: 7, 5: 6, 6: 5, 7: 4, 8: 4, 9: 3, 10: 3, 11: 2, 12: 3, 13: 2, 14: 2, 15: 2, 16: 1, 17: 2,
-               18: 1, 19: 2, 20: 1, 21: 2}
+TEST_VECTOR = {
+    2: 19,
+    3: 11,
+    4: 7,
+    5: 6,
+    6: 5,
+    7: 4,
+    8: 4,
+    9: 3,
+    10: 3,
+    11: 2,
+    12: 3,
+    13: 2,
+    14: 2,
+    15: 2,
+    16: 1,
+    17: 2,
+    18: 1,
+    19: 2,
+    20: 1,
+    21: 2,
+}
 TEST_VECTOR.update({epoch: 1 for epoch in range(22, 34)})
 TEST_VECTOR.update({epoch: 1 for epoch in (35, 36, 37, 39, 40, 42, 43, 45, 47, 48)})
 

@@ -1,0 +1,380 @@
+"""Campaigns: a benchmark grid declared in a TOML file, validated on load, expanded into units.
+
+A campaign names its search tasks, the methods to compare (GRAFS in its modes and ablations, the
+black-box baselines), the fixed activations, the seeds, the budget multiples and the final
+evaluation. Expanding it gives a list of :class:`Unit` s: searches, and retrainings of every found
+and every fixed activation on the search task and its transfer targets. A unit is a pure function
+of its spec; its id is a hash of that spec, so the same grid always maps to the same folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import tomllib
+
+from baselines.fixed import FIXED_ACTIVATIONS
+from bench.searchers import BUDGET_UNITS, METHODS
+from bench.tasks import TASKS, GrafsSettings, Recipe, Task, get_task
+from grafs.errors import UserError
+
+BUILTIN_DIR = Path(__file__).with_name("campaigns")
+
+GRAFS_SWITCHES = {"mode": str, "warmstart": bool, "bounded": bool, "shrinking": bool, "shared_sample": bool}
+SCALE_KEYS = {
+    "search_epochs",
+    "search_iterations",
+    "retrain_epochs",
+    "retrain_iterations",
+    "proxy_epochs",
+    "proxy_iterations",
+}
+TOP_KEYS = {
+    "name",
+    "description",
+    "tasks",
+    "seeds",
+    "budget_multiples",
+    "budget_unit",
+    "methods",
+    "fixed",
+    "evaluation",
+    "scale",
+    "device",
+}
+EVALUATION_KEYS = {"seeds", "targets"}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One competitor: a registered search method and its options, under a label used in reports."""
+
+    label: str
+    method: str
+    options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def is_grafs(self) -> bool:
+        return self.method == "grafs"
+
+    @property
+    def is_default_grafs(self) -> bool:
+        """GRAFS as published (fixed mode, every contribution on): the cost baselines are matched to."""
+        return self.is_grafs and all(
+            value == DEFAULT_GRAFS_SWITCHES[key] for key, value in self.options if key in DEFAULT_GRAFS_SWITCHES
+        )
+
+
+DEFAULT_GRAFS_SWITCHES = {
+    "mode": "fixed",
+    "warmstart": True,
+    "bounded": True,
+    "shrinking": True,
+    "shared_sample": False,
+}
+
+
+@dataclass(frozen=True)
+class Campaign:
+    name: str
+    description: str
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    budget_multiples: tuple[float, ...]
+    budget_unit: str
+    methods: tuple[MethodSpec, ...]
+    fixed: tuple[str, ...]
+    evaluation_seeds: tuple[int, ...]
+    targets: str | tuple[str, ...]  # "all" transfer targets, or an explicit list
+    scale: tuple[tuple[str, int], ...] = ()
+    source: str = ""
+    device: str = "auto"
+
+    def targets_of(self, task: Task) -> tuple[str, ...]:
+        chosen = task.transfer if self.targets == "all" else tuple(t for t in self.targets if t in task.transfer)
+        return (task.name, *chosen)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One idempotent piece of work. ``kind`` is ``search`` or ``retrain``."""
+
+    kind: str
+    spec: dict = field(hash=False, compare=False)
+    depends_on: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        canonical = json.dumps(self.spec, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        return f"{self.kind}-{self.spec['label']}-{self.spec['task']}-s{self.spec['seed']}-{digest}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and validation
+# ----------------------------------------------------------------------------------------------
+def builtin_campaigns() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(BUILTIN_DIR.glob("*.toml"))}
+
+
+def load_campaign(name_or_path: str) -> Campaign:
+    """A built-in campaign by name, or a campaign TOML file; invalid content is one clear error."""
+    builtins = builtin_campaigns()
+    path = builtins.get(name_or_path) or Path(name_or_path)
+    if not path.is_file():
+        valid = ", ".join(builtins)
+        raise UserError(f"campaign {name_or_path!r} is neither a built-in campaign ({valid}) nor a TOML file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: not valid TOML ({error}); fix the syntax") from None
+    return parse_campaign(data, source=str(path), default_name=path.stem)
+
+
+def _fail(source: str, key: str, problem: str) -> UserError:
+    return UserError(f"{source}: key '{key}': {problem}")
+
+
+def _check_keys(source: str, where: str, data: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise _fail(source, f"{where}{unknown[0]}", f"unknown key; valid keys: {', '.join(sorted(allowed))}")
+
+
+def _list_of(source: str, key: str, value: object, kind: type, allow_empty: bool = False) -> tuple:
+    if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+        raise _fail(source, key, f"expected a list of {kind.__name__}s, got {value!r}")
+    if not value and not allow_empty:
+        raise _fail(source, key, "must not be empty")
+    return tuple(value)
+
+
+def _method_spec(source: str, index: int, entry: object) -> MethodSpec:
+    key = f"methods[{index}]"
+    if isinstance(entry, str):
+        entry = {"method": entry}
+    if not isinstance(entry, dict):
+        raise _fail(source, key, "expected a method name or a table with 'method' and options")
+    method = entry.get("method")
+    if method not in METHODS:
+        raise _fail(source, f"{key}.method", f"unknown method {method!r}; valid choices: {', '.join(METHODS.names())}")
+    if method in FIXED_ACTIVATIONS:
+        raise _fail(source, f"{key}.method", f"{method!r} is a fixed activation: list it under 'fixed' instead")
+    allowed = {"method", "label", *METHODS.get(method).option_types()}
+    _check_keys(source, f"{key}.", entry, allowed)
+    options = []
+    for option, value in sorted(entry.items()):
+        if option in ("method", "label"):
+            continue
+        expected = METHODS.get(method).option_types()[option]
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            raise _fail(source, f"{key}.{option}", f"expected {getattr(expected, '__name__', expected)}, got {value!r}")
+        options.append((option, value))
+    try:
+        METHODS.get(method).validate_options(dict(options))
+    except UserError as error:
+        raise _fail(source, key, str(error)) from None
+    label = entry.get("label", method)
+    if not isinstance(label, str) or not label.replace("-", "").replace("_", "").isalnum():
+        raise _fail(source, f"{key}.label", f"expected a name of letters, digits, '-' and '_', got {label!r}")
+    return MethodSpec(label, method, tuple(options))
+
+
+def parse_campaign(data: dict, source: str = "campaign", default_name: str = "campaign") -> Campaign:
+    _check_keys(source, "", data, TOP_KEYS)
+    for required in ("tasks", "seeds", "methods"):
+        if required not in data:
+            raise _fail(source, required, "missing; every campaign declares tasks, seeds and methods")
+    tasks = _list_of(source, "tasks", data["tasks"], str)
+    for name in tasks:
+        if name not in TASKS:
+            raise _fail(source, "tasks", f"unknown task {name!r}; valid choices: {', '.join(TASKS.names())}")
+        if not get_task(name).transfer:
+            raise _fail(source, "tasks", f"{name!r} is a transfer target, not a search task")
+    seeds = _list_of(source, "seeds", data["seeds"], int)
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise _fail(source, "seeds", "seeds must be distinct non-negative integers")
+    multiples = tuple(
+        float(m) for m in _list_of(source, "budget_multiples", data.get("budget_multiples", [1]), (int, float))
+    )
+    if any(m <= 0 for m in multiples):
+        raise _fail(source, "budget_multiples", "budget multiples must be positive")
+    budget_unit = data.get("budget_unit", "seconds")
+    if budget_unit not in BUDGET_UNITS:
+        raise _fail(source, "budget_unit", f"unknown unit {budget_unit!r}; valid choices: {', '.join(BUDGET_UNITS)}")
+    if not isinstance(data["methods"], list) or not data["methods"]:
+        raise _fail(source, "methods", "expected a non-empty list of methods")
+    methods = tuple(_method_spec(source, i, entry) for i, entry in enumerate(data["methods"]))
+    labels = [m.label for m in methods]
+    if len(set(labels)) != len(labels):
+        raise _fail(source, "methods", f"labels must be unique, got {labels}; give variants a 'label'")
+    needs_budget = [m for m in methods if not m.is_grafs]
+    if needs_budget and not any(m.is_default_grafs for m in methods):
+        raise _fail(source, "methods", "black-box methods are matched to GRAFS's cost: include 'grafs' (fixed mode)")
+    fixed = _list_of(source, "fixed", data.get("fixed", []), str, allow_empty=True)
+    for name in fixed:
+        if name not in FIXED_ACTIVATIONS:
+            raise _fail(source, "fixed", f"unknown activation {name!r}; valid choices: {', '.join(FIXED_ACTIVATIONS)}")
+    evaluation = data.get("evaluation", {})
+    if not isinstance(evaluation, dict):
+        raise _fail(source, "evaluation", "expected a table with 'seeds' and 'targets'")
+    _check_keys(source, "evaluation.", evaluation, EVALUATION_KEYS)
+    evaluation_seeds = _list_of(source, "evaluation.seeds", evaluation.get("seeds", [0]), int)
+    targets = evaluation.get("targets", "all")
+    if targets != "all":
+        targets = _list_of(source, "evaluation.targets", targets, str, allow_empty=True)
+        known = {t for name in tasks for t in get_task(name).transfer}
+        for target in targets:
+            if target not in known:
+                raise _fail(
+                    source,
+                    "evaluation.targets",
+                    f"{target!r} is not a transfer target of the campaign's tasks; "
+                    f"valid choices: {', '.join(sorted(known))}",
+                )
+    scale = data.get("scale", {})
+    if not isinstance(scale, dict):
+        raise _fail(source, "scale", "expected a table of shortened lengths")
+    _check_keys(source, "scale.", scale, SCALE_KEYS)
+    for key, value in scale.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _fail(source, f"scale.{key}", f"expected a positive integer, got {value!r}")
+    name = data.get("name", default_name)
+    device = data.get("device", "auto")
+    if not isinstance(device, str):
+        raise _fail(source, "device", "expected auto, cpu or cuda")
+    return Campaign(
+        name=str(name),
+        description=str(data.get("description", "")),
+        tasks=tasks,
+        seeds=seeds,
+        budget_multiples=multiples,
+        budget_unit=budget_unit,
+        methods=methods,
+        fixed=fixed,
+        evaluation_seeds=evaluation_seeds,
+        targets=targets,
+        scale=tuple(sorted(scale.items())),
+        source=source,
+        device=device,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Scaling and expansion
+# ----------------------------------------------------------------------------------------------
+def scaled_task(task: Task, scale: dict[str, int], purpose: str) -> Task:
+    """The task with its ``search``, ``retrain`` or ``proxy`` length shortened by the campaign."""
+    if purpose == "retrain":
+        recipe = task.recipe
+        changes = {"epochs": scale.get("retrain_epochs"), "iterations": scale.get("retrain_iterations")}
+    else:
+        recipe = task.search
+        changes = {"epochs": scale.get(f"{purpose}_epochs"), "iterations": scale.get(f"{purpose}_iterations")}
+    if recipe.is_iterative:
+        changes = {"iterations": changes["iterations"]} if changes["iterations"] else {}
+        if changes and recipe.eval_interval:
+            changes["eval_interval"] = max(1, min(recipe.eval_interval, changes["iterations"] // 2))
+    else:
+        changes = {"epochs": changes["epochs"]} if changes["epochs"] else {}
+    if not changes:
+        return task
+    shortened = replace(recipe, **changes)
+    if purpose == "retrain":
+        return replace(task, recipe=shortened)
+    return replace(task, search=shortened, grafs=_scaled_grafs(task.grafs, recipe, shortened.length))
+
+
+def _scaled_grafs(settings: GrafsSettings, recipe: Recipe, new_length: int) -> GrafsSettings:
+    """Shrinking start and warmstart in a shortened search: epochs stay as they are (the paper's
+    one warmstart epoch, shrinking from epoch 2) unless the search got too short for them;
+    iteration counts keep their share of the search."""
+    start, warmstart = settings.start_shrinking, settings.warmstart
+    if recipe.is_iterative:
+        start = round(start * new_length / recipe.length)
+        warmstart = round(warmstart * new_length / recipe.length)
+    start = max(1, min(new_length - 1, start))
+    return replace(settings, start_shrinking=start, warmstart=max(1, min(start, warmstart)))
+
+
+def expand(campaign: Campaign) -> list[Unit]:
+    """Every unit of the campaign, each after the units it depends on."""
+    scale = dict(campaign.scale)
+    units: list[Unit] = []
+    for task_name in campaign.tasks:
+        task = get_task(task_name)
+        targets = campaign.targets_of(task)
+        for seed in campaign.seeds:
+            grafs_units = {}
+            for method in campaign.methods:
+                if not method.is_grafs:
+                    continue
+                unit = Unit("search", _search_spec(method, task_name, seed, None, campaign, scale))
+                grafs_units[method.label] = unit
+                units.append(unit)
+            reference = next((grafs_units[m.label] for m in campaign.methods if m.is_default_grafs), None)
+            searches = list(grafs_units.values())
+            for method in campaign.methods:
+                if method.is_grafs:
+                    continue
+                for multiple in campaign.budget_multiples:
+                    spec = _search_spec(method, task_name, seed, multiple, campaign, scale)
+                    spec["budget_from"] = reference.id
+                    unit = Unit("search", spec, depends_on=(reference.id,))
+                    searches.append(unit)
+                    units.append(unit)
+            for search in searches:
+                for target in targets:
+                    for evaluation_seed in campaign.evaluation_seeds:
+                        spec = {
+                            "label": search.spec["label"],
+                            "task": target,
+                            "seed": evaluation_seed,
+                            "activation": {"search": search.id},
+                            "search_task": task_name,
+                            "search_seed": seed,
+                            "budget_multiple": search.spec["budget_multiple"],
+                            "scale": scale,
+                        }
+                        units.append(Unit("retrain", spec, depends_on=(search.id,)))
+        for name in campaign.fixed:
+            for target in targets:
+                for evaluation_seed in campaign.evaluation_seeds:
+                    spec = {
+                        "label": name,
+                        "task": target,
+                        "seed": evaluation_seed,
+                        "activation": {"fixed": name},
+                        "search_task": task_name,
+                        "search_seed": None,
+                        "budget_multiple": None,
+                        "scale": scale,
+                    }
+                    units.append(Unit("retrain", spec))
+    return _unique(units)
+
+
+def _search_spec(method: MethodSpec, task: str, seed: int, multiple, campaign: Campaign, scale: dict) -> dict:
+    return {
+        "label": method.label,
+        "method": method.method,
+        "options": dict(method.options),
+        "task": task,
+        "seed": seed,
+        "budget_multiple": multiple,
+        "budget_unit": None if method.is_grafs else campaign.budget_unit,
+        "scale": scale,
+    }
+
+
+def _unique(units: list[Unit]) -> list[Unit]:
+    # A transfer target shared by two search tasks gives the same fixed-activation retraining twice.
+    seen, unique = set(), []
+    for unit in units:
+        if unit.id not in seen:
+            seen.add(unit.id)
+            unique.append(unit)
+    return unique

@@ -1,0 +1,130 @@
+"""Gather: the unit folders of a campaign -> tidy tables (parquet), the only input of reports.
+
+``units.parquet``   one row per unit (searches and retrainings), finished or not
+``trace.parquet``   one row per search trace point (a GRAFS epoch or a black-box trial)
+``history.parquet`` one row per evaluation during a retraining
+
+Columns that measure time (``*wall_seconds*``, ``started``, ``finished``) depend on the machine;
+all others are a deterministic function of the campaign and its seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from bench.runner import campaign_status, unit_dir
+
+TIMING_COLUMNS = ("wall_seconds", "cost_wall_seconds", "budget_limit_seconds", "budget_spent_seconds")
+
+
+def _read(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _unit_row(unit: dict, state: str, folder: Path) -> dict:
+    spec = unit["spec"]
+    row = {
+        "unit_id": unit["id"],
+        "kind": unit["kind"],
+        "state": state,
+        "label": spec["label"],
+        "method": spec.get("method", "retrain"),
+        "task": spec["task"],
+        "seed": spec["seed"],
+        "budget_multiple": spec.get("budget_multiple"),
+        "search_task": spec.get("search_task", spec["task"]),
+        "search_seed": spec.get("search_seed", spec["seed"]),
+        "source": json.dumps(spec.get("activation")) if "activation" in spec else None,
+        "options": json.dumps(spec.get("options", {}), sort_keys=True),
+    }
+    failed = _read(folder / "failed.json")
+    row["error"] = failed["error"] if failed and state != "done" else None
+    if state != "done":
+        return row
+    if unit["kind"] == "search":
+        result = _read(folder / "result.json") or {}
+        cost = result.get("cost", {})
+        budget = result.get("budget") or {}
+        row.update(
+            status=result.get("status"),
+            best_score=result.get("best_score"),
+            formula=result.get("formula"),
+            genotype=json.dumps(result.get("genotype")),
+            betas=result.get("betas"),
+            cost_wall_seconds=cost.get("wall_seconds"),
+            cost_sample_passes=cost.get("sample_passes"),
+            cost_epoch_equivalents=cost.get("epoch_equivalents"),
+            cost_full_trainings=cost.get("full_trainings"),
+            budget_unit=budget.get("unit"),
+            budget_limit_seconds=(budget.get("limits") or {}).get("seconds"),
+            budget_limit_sample_passes=(budget.get("limits") or {}).get("sample_passes"),
+            candidates=(result.get("evaluations") or {}).get("trained"),
+        )
+    else:
+        metrics = _read(folder / "metrics.json") or {}
+        values = metrics.get("metrics", {})
+        cost = metrics.get("cost", {})
+        genotype = _read(folder / "genotype.json")
+        row.update(
+            status=metrics.get("status"),
+            activation=metrics.get("activation"),
+            genotype=json.dumps(genotype) if genotype else None,
+            val_metric=values.get("val_metric"),
+            test_metric=values.get("test_metric"),
+            val_loss=values.get("val_loss"),
+            test_loss=values.get("test_loss"),
+            val_accuracy=values.get("val_accuracy"),
+            test_accuracy=values.get("test_accuracy"),
+            cost_wall_seconds=cost.get("wall_seconds"),
+            cost_sample_passes=cost.get("sample_passes"),
+        )
+    return row
+
+
+def gather(out: Path) -> dict[str, pd.DataFrame]:
+    """Build the tables from ``out``'s unit folders and write them to ``out/tables``."""
+    units = json.loads((out / "campaign.json").read_text())["units"]
+    states = {uid: state for state, ids in campaign_status(out).items() for uid in ids}
+    unit_rows, trace_rows, history_rows = [], [], []
+    for unit in units:
+        folder = unit_dir(out, unit["id"])
+        row = _unit_row(unit, states[unit["id"]], folder)
+        unit_rows.append(row)
+        if row["state"] != "done":
+            continue
+        keys = {k: row[k] for k in ("unit_id", "label", "task", "seed", "budget_multiple")}
+        if unit["kind"] == "search":
+            for point in _read(folder / "trace.json") or []:
+                trace_rows.append({**keys, **{k: v for k, v in point.items() if not isinstance(v, (dict, list))}})
+        else:
+            for point in _read(folder / "history.json") or []:
+                history_rows.append({**keys, "search_task": row["search_task"], **point})
+    tables = {
+        "units": pd.DataFrame(unit_rows).sort_values("unit_id", kind="stable").reset_index(drop=True),
+        "trace": _frame(trace_rows, ["unit_id", "step"]),
+        "history": _frame(history_rows, ["unit_id", "step"]),
+    }
+    folder = out / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        temporary = folder / f".{name}.{os.getpid()}.parquet.tmp"
+        table.to_parquet(temporary, index=False)
+        temporary.replace(folder / f"{name}.parquet")
+    return tables
+
+
+def _frame(rows: list[dict], order: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def deterministic_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The table without its timing columns: equal across re-runs of the same campaign."""
+    timing = [c for c in table.columns if c in TIMING_COLUMNS or "wall_seconds" in c or c in ("started", "finished")]
+    return table.drop(columns=timing)

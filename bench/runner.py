@@ -1,0 +1,288 @@
+"""The campaign runner: resumable, parallel, dependency-aware execution of units.
+
+Layout of an output folder::
+
+    OUT/campaign.json        the validated campaign and its expanded units
+    OUT/units/<id>/          one folder per unit: its outputs, then done.json (or failed.json)
+    OUT/mlflow.db            MLflow tracking store (unless MLFLOW_TRACKING_URI is set)
+    OUT/tables/*.parquet     gathered tables
+
+A unit counts as finished only when ``done.json`` exists; it is written last, atomically. A worker
+holds an exclusive lock on ``<unit>/.lock`` while it runs a unit, so two runners on the same
+folder never run a unit twice. Only the coordinating process writes to MLflow, one unit at a
+time under a folder-wide lock, so parallel workers never meet a locked database.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bench.campaign import Campaign, Unit, expand
+from grafs.errors import UserError
+from grafs.files import write_json_atomic
+
+EXECUTORS = ("local", "submitit")
+DONE, FAILED, RUNNING, PENDING = "done", "failed", "running", "pending"
+
+
+def units_dir(out: Path) -> Path:
+    return out / "units"
+
+
+def unit_dir(out: Path, unit_id: str) -> Path:
+    return units_dir(out) / unit_id
+
+
+@contextmanager
+def _try_lock(path: Path):
+    """An exclusive, non-blocking lock; yields False when another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def folder_lock(path: Path):
+    """A blocking exclusive lock (e.g. around MLflow writes shared by runners on one folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def unit_state(folder: Path) -> str:
+    if (folder / "done.json").exists():
+        return DONE
+    if folder.exists():
+        with _try_lock(folder / ".lock") as acquired:
+            if not acquired:
+                return RUNNING
+    if (folder / "failed.json").exists():
+        return FAILED
+    return PENDING
+
+
+# ----------------------------------------------------------------------------------------------
+# Executing one unit (in a worker process)
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    unit_id: str
+    state: str  # done | failed | busy (locked by another runner)
+    message: str = ""
+
+
+def execute_unit(unit: Unit, out: str, device: str = "auto") -> Outcome:
+    """Run one unit into its folder; safe to call from any process, any number of times."""
+    from bench.units import run_unit
+
+    folder = unit_dir(Path(out), unit.id)
+    with _try_lock(folder / ".lock") as acquired:
+        if not acquired:
+            return Outcome(unit.id, "busy")
+        if (folder / "done.json").exists():
+            return Outcome(unit.id, DONE, "already finished")
+        (folder / "failed.json").unlink(missing_ok=True)
+        write_json_atomic(folder / "unit.json", {"id": unit.id, "kind": unit.kind, "spec": unit.spec})
+        started = time.time()
+        with open(folder / "attempts.jsonl", "a") as attempts:  # provenance: who ran this unit, when
+            attempts.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": started}) + "\n")
+        try:
+            summary = run_unit(unit, folder, Path(out), device)
+        except Exception as error:  # a failing unit is recorded and must not stop the campaign
+            write_json_atomic(
+                folder / "failed.json",
+                {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()},
+            )
+            return Outcome(unit.id, FAILED, f"{type(error).__name__}: {error}")
+        write_json_atomic(
+            folder / "done.json",
+            {"id": unit.id, "kind": unit.kind, "started": started, "finished": time.time(), **summary},
+        )
+        return Outcome(unit.id, DONE)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pools: local processes or submitit (Slurm job arrays, or its local executor)
+# ----------------------------------------------------------------------------------------------
+class LocalPool:
+    def __init__(self, workers: int):
+        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+
+    def submit(self, units: list[Unit], out: Path, device: str) -> list:
+        return [self.executor.submit(execute_unit, unit, str(out), device) for unit in units]
+
+    def wait_any(self, futures: list) -> None:
+        wait(futures, timeout=5.0, return_when=FIRST_COMPLETED)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+class SubmititPool:
+    """Each wave of ready units goes out as one job array."""
+
+    def __init__(self, workers: int, folder: Path, cluster: str | None = None):
+        import submitit
+
+        self.executor = submitit.AutoExecutor(folder=folder / "submitit" / "%j", cluster=cluster)
+        self.executor.update_parameters(timeout_min=24 * 60, slurm_array_parallelism=workers)
+
+    def submit(self, units: list[Unit], out: Path, device: str) -> list:
+        with self.executor.batch():
+            jobs = [self.executor.submit(execute_unit, unit, str(out), device) for unit in units]
+        return jobs
+
+    def wait_any(self, jobs: list) -> None:
+        deadline = time.time() + 5.0
+        while time.time() < deadline and not any(job.done() for job in jobs):
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        pass
+
+
+def make_pool(executor: str, workers: int, out: Path):
+    if executor == "local":
+        return LocalPool(workers)
+    if executor == "submitit":
+        return SubmititPool(workers, out, cluster=os.environ.get("GRAFS_BENCH_SUBMITIT_CLUSTER"))
+    raise UserError(f"unknown executor {executor!r}; valid choices: {', '.join(EXECUTORS)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The coordinator
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class RunSummary:
+    done: int
+    failed: int
+    blocked: int
+    total: int
+
+
+def write_campaign_record(campaign: Campaign, units: list[Unit], out: Path) -> None:
+    from dataclasses import asdict
+
+    record = {
+        "campaign": asdict(campaign),
+        "units": [{"id": u.id, "kind": u.kind, "spec": u.spec, "depends_on": list(u.depends_on)} for u in units],
+    }
+    path = out / "campaign.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous["campaign"]["name"] != campaign.name:
+            raise UserError(
+                f"{out} holds campaign {previous['campaign']['name']!r}, not {campaign.name!r}; "
+                "use another --out folder"
+            )
+    write_json_atomic(path, record)
+
+
+def run_campaign(
+    campaign: Campaign,
+    out: Path,
+    workers: int = 1,
+    executor: str = "local",
+    on_finished: Callable[[Unit, Outcome], None] | None = None,
+    progress: bool | None = None,
+) -> RunSummary:
+    """Run every unfinished unit of ``campaign`` in ``out``; finished units are skipped."""
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    units = expand(campaign)
+    by_id = {unit.id: unit for unit in units}
+    out.mkdir(parents=True, exist_ok=True)
+    write_campaign_record(campaign, units, out)
+    states = {unit.id: unit_state(unit_dir(out, unit.id)) for unit in units}
+    pending = [u for u in units if states[u.id] != DONE]
+    failed: set[str] = set()
+    blocked: set[str] = set()
+    running: dict = {}
+    bar = tqdm(
+        total=len(units),
+        initial=len(units) - len(pending),
+        desc=f"campaign {campaign.name}",
+        unit="unit",
+        disable=not (progress if progress is not None else os.isatty(2)),
+    )
+    pool = make_pool(executor, workers, out)
+    try:
+        while pending or running:
+            for unit in list(pending):
+                if any(dep in failed or dep in blocked for dep in unit.depends_on):
+                    blocked.add(unit.id)
+                    pending.remove(unit)
+            ready = [u for u in pending if all(states.get(dep) == DONE for dep in u.depends_on)]
+            ready = ready[: max(0, workers - len(running))]
+            if ready:
+                for unit, future in zip(ready, pool.submit(ready, out, campaign.device), strict=False):
+                    running[future] = unit
+                    pending.remove(unit)
+            if not running:
+                if pending:  # units waiting on work another runner holds: look again shortly
+                    time.sleep(1.0)
+                    states.update({u.id: unit_state(unit_dir(out, u.id)) for u in units if states[u.id] != DONE})
+                    continue
+                break
+            pool.wait_any(list(running))
+            for future in [f for f in running if f.done()]:
+                unit = running.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as error:  # the worker process itself died
+                    outcome = Outcome(unit.id, FAILED, f"worker died: {error}")
+                    write_json_atomic(unit_dir(out, unit.id) / "failed.json", {"error": outcome.message})
+                if outcome.state == "busy":
+                    pending.append(unit)
+                    time.sleep(0.5)
+                    continue
+                states[unit.id] = outcome.state
+                if outcome.state == FAILED:
+                    failed.add(unit.id)
+                    bar.write(f"failed: {unit.id}: {outcome.message}")
+                bar.update()
+                bar.set_postfix(running=len(running), failed=len(failed))
+                if on_finished:
+                    on_finished(unit, outcome)
+    finally:
+        pool.close()
+        bar.close()
+    done = sum(states[u.id] == DONE for u in by_id.values())
+    return RunSummary(done=done, failed=len(failed), blocked=len(blocked), total=len(units))
+
+
+def campaign_status(out: Path) -> dict[str, list[str]]:
+    """done / running / failed / pending unit ids of the campaign in ``out``."""
+    record = out / "campaign.json"
+    if not record.exists():
+        raise UserError(f"{out} holds no campaign (no campaign.json); pass the --out folder of a grafs-bench run")
+    units = json.loads(record.read_text())["units"]
+    status: dict[str, list[str]] = {DONE: [], RUNNING: [], FAILED: [], PENDING: []}
+    for unit in units:
+        status[unit_state(unit_dir(out, unit["id"]))].append(unit["id"])
+    return status

@@ -1,0 +1,91 @@
+"""Running one campaign unit: a search, or the retraining of an activation on a task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.activations import Activation, genotype_activation, resolve_activation
+from bench.campaign import Unit, scaled_task
+from bench.runs import save_search_outcome, save_train_result
+from bench.searchers import METHODS, Budget, grafs_spending
+from bench.tasks import get_task
+from bench.training import load_task_data, resolve_device, train
+from grafs.files import write_json_atomic
+from grafs.genotype import Genotype
+
+
+def run_unit(unit: Unit, folder: Path, out: Path, device: str) -> dict:
+    """Run ``unit`` into ``folder``; returns the summary that goes into its done.json."""
+    device = resolve_device(device)
+    if unit.kind == "search":
+        return run_search_unit(unit.spec, folder, out, device)
+    return run_retrain_unit(unit.spec, folder, out, device)
+
+
+def _progress_writer(folder: Path, total: int | None):
+    def write(row: dict) -> None:
+        write_json_atomic(folder / "progress.json", {"step": row.get("step"), "total": total, "row": row})
+
+    return write
+
+
+def run_search_unit(spec: dict, folder: Path, out: Path, device) -> dict:
+    scale = spec["scale"]
+    method = METHODS.get(spec["method"])
+    task = scaled_task(get_task(spec["task"]), scale, "search")
+    options = dict(spec["options"])
+    for key in ("proxy_epochs", "proxy_iterations"):  # the campaign's shortened proxy trainings
+        if key in method.options and key in scale:
+            options.setdefault(key, scale[key])
+    searcher = method.create(**options)
+    budget = None
+    if method.budgeted:
+        reference = out / "units" / spec["budget_from"] / "result.json"
+        budget = Budget.matched(
+            grafs_spending(reference, task),
+            spec["budget_multiple"],
+            spec["budget_unit"],
+            source=f"{spec['budget_multiple']:g} x GRAFS unit {spec['budget_from']}",
+        )
+    data = load_task_data(task)
+    outcome = searcher.search(
+        task,
+        spec["seed"],
+        budget,
+        data=data,
+        out=folder,
+        device=device,
+        progress=_progress_writer(folder, task.search.length if method.name == "grafs" else None),
+    )
+    summary = save_search_outcome(outcome, folder, task, data, spec["seed"])
+    return {"status": summary["status"], "formula": summary["formula"]}
+
+
+def _activation_of(spec: dict, out: Path) -> Activation:
+    source = spec["activation"]
+    if "fixed" in source:
+        return resolve_activation(source["fixed"])
+    path = out / "units" / source["search"] / "genotype.json"
+    return genotype_activation(spec["label"], Genotype.load(path))
+
+
+def run_retrain_unit(spec: dict, folder: Path, out: Path, device) -> dict:
+    task = scaled_task(get_task(spec["task"]), spec["scale"], "retrain")
+    activation = _activation_of(spec, out)
+    result = train(
+        task,
+        activation.factory,
+        spec["seed"],
+        activation_name=activation.name,
+        device=device,
+        progress=False,
+        on_epoch=_progress_writer(folder, task.recipe.length),
+    )
+    save_train_result(result, folder, activation.genotype)
+    return {"status": result.status, "test_metric": result.metrics["test_metric"]}
+
+
+def read_done(folder: Path) -> dict | None:
+    path = folder / "done.json"
+    return json.loads(path.read_text()) if path.exists() else None
