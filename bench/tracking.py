@@ -76,16 +76,15 @@ class Tracker:
     """Logs finished units of one campaign (one MLflow experiment) from their folders."""
 
     def __init__(self, out: Path, campaign_name: str):
-        import mlflow
         from mlflow.tracking import MlflowClient
 
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         self.out = out
         self.uri = tracking_uri(out)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        self._mlflow = mlflow
         self.lock = out / ".mlflow.lock"
         with folder_lock(self.lock):
+            # The first client on a new SQLite file creates its schema: one process at a time.
+            self.client = MlflowClient(tracking_uri=self.uri)
             experiment = self.client.get_experiment_by_name(campaign_name)
             self.experiment_id = (
                 experiment.experiment_id
