@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     searching.add_argument(
         "--method",
         default="grafs",
-        help="grafs (default), random, evolution, regularized-evolution, tpe, or a fixed "
+        help="grafs (default), random, evolution, regularized-evolution, tpe, surrogate, pangaea, or a fixed "
         "activation's name (a search of zero cost)",
     )
     searching.add_argument("--mode", choices=MODES, help="GRAFS: fixed (default) or the published code's")
@@ -102,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     searching.add_argument("--proxy-iterations", type=_positive_int, help="baselines: proxy training iterations")
     searching.add_argument("--population", type=_positive_int, help="evolution: population size (default 20)")
     searching.add_argument("--sample-size", type=_positive_int, help="regularized evolution: sample size (default 5)")
+    searching.add_argument("--offspring", type=_positive_int, help="pangaea: candidates per generation (default 10)")
+    searching.add_argument("--newcomer-share", type=float, help="pangaea: share of random newcomers (default 0.2)")
+    searching.add_argument("--selection", help="pangaea: parent selection, rank (default) or tournament")
+    searching.add_argument("--no-per-layer", action="store_true", help="pangaea: shared fixed betas, not per layer")
+    searching.add_argument("--pool-size", type=_positive_int, help="surrogate: distinct functions in the pool (500)")
+    searching.add_argument("--neighbours", type=_positive_int, help="surrogate: k of the k-NN regression (default 3)")
+    searching.add_argument("--dims", type=_positive_int, help="surrogate: embedding dimensions (default 2)")
+    searching.add_argument("--embedding", help="surrogate: umap (default) or pca")
+    searching.add_argument("--fisher-batch", type=_positive_int, help="surrogate: samples of the Fisher batch (32)")
     searching.add_argument("--out", type=Path, help="folder for genotype.json, trace, result.json, plot (and study.db)")
     searching.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     searching.add_argument("--data-dir", type=Path, help="where the real datasets live (default: $GRAFS_BENCH_DATA)")
@@ -113,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     running = commands.add_parser("run", help="run (or resume) a campaign, then gather its tables")
     running.add_argument("campaign", nargs="?", default="quick", help="a built-in campaign name or a TOML file")
     running.add_argument("--out", type=Path, help="output folder (default: runs/<campaign>)")
-    running.add_argument("--workers", type=_positive_int, default=1, help="units run in parallel")
+    running.add_argument(
+        "--workers", type=_positive_int, help="units run in parallel (default: one per CPU core, one on a GPU)"
+    )
     running.add_argument("--executor", choices=EXECUTORS, default="local", help="local processes or submitit (Slurm)")
     running.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
 
@@ -250,6 +261,15 @@ def _search_options(args) -> dict:
         "proxy_iterations": args.proxy_iterations,
         "population": args.population,
         "sample_size": args.sample_size,
+        "offspring": args.offspring,
+        "newcomer_share": args.newcomer_share,
+        "selection": args.selection,
+        "per_layer": False if args.no_per_layer else None,
+        "pool_size": args.pool_size,
+        "k": args.neighbours,
+        "dims": args.dims,
+        "embedding": args.embedding,
+        "fisher_batch": args.fisher_batch,
     }
     return {name: value for name, value in options.items() if value is not None}
 
@@ -345,7 +365,7 @@ def _command_run(args) -> int:
     from bench.campaign import load_campaign
     from bench.gather import gather
     from bench.report import build_report
-    from bench.runner import folder_lock, run_campaign
+    from bench.runner import default_workers, folder_lock, run_campaign
 
     campaign = load_campaign(args.campaign)
     out = args.out or Path("runs") / campaign.name
@@ -361,7 +381,8 @@ def _command_run(args) -> int:
             tracker.log_unit(unit.id, unit.kind, unit.spec, campaign.device)
 
     print(f"campaign {campaign.name}: {campaign.description}")
-    summary = run_campaign(campaign, out, workers=args.workers, executor=args.executor, on_finished=finished)
+    workers = args.workers or default_workers(campaign.device)
+    summary = run_campaign(campaign, out, workers=workers, executor=args.executor, on_finished=finished)
     if tracker:
         _log_unlogged(tracker, out, campaign.device)
     with folder_lock(out / ".report.lock"):  # runners sharing the folder take turns

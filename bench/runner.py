@@ -96,10 +96,18 @@ class Outcome:
     message: str = ""
 
 
-def execute_unit(unit: Unit, out: str, device: str = "auto") -> Outcome:
-    """Run one unit into its folder; safe to call from any process, any number of times."""
+def execute_unit(unit: Unit, out: str, device: str = "auto", threads: int | None = None) -> Outcome:
+    """Run one unit into its folder; safe to call from any process, any number of times.
+
+    ``threads`` caps the unit's CPU threads, so parallel workers share the cores instead of
+    fighting over them (oversubscribed OpenMP threads slow small models down by orders of magnitude).
+    """
+    import torch
+
     from bench.units import run_unit
 
+    if threads:
+        torch.set_num_threads(threads)
     folder = unit_dir(Path(out), unit.id)
     with _try_lock(folder / ".lock") as acquired:
         if not acquired:
@@ -129,12 +137,17 @@ def execute_unit(unit: Unit, out: str, device: str = "auto") -> Outcome:
 # ----------------------------------------------------------------------------------------------
 # Pools: local processes or submitit (Slurm job arrays, or its local executor)
 # ----------------------------------------------------------------------------------------------
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 class LocalPool:
     def __init__(self, workers: int):
         self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        self.threads = threads_per_worker(workers)
 
     def submit(self, units: list[Unit], out: Path, device: str) -> list:
-        return [self.executor.submit(execute_unit, unit, str(out), device) for unit in units]
+        return [self.executor.submit(execute_unit, unit, str(out), device, self.threads) for unit in units]
 
     def wait_any(self, futures: list) -> None:
         wait(futures, timeout=5.0, return_when=FIRST_COMPLETED)
@@ -151,10 +164,12 @@ class SubmititPool:
 
         self.executor = submitit.AutoExecutor(folder=folder / "submitit" / "%j", cluster=cluster)
         self.executor.update_parameters(timeout_min=24 * 60, slurm_array_parallelism=workers)
+        # On a cluster every job has its own node share; the local stand-in shares this machine.
+        self.threads = threads_per_worker(workers) if cluster == "local" else None
 
     def submit(self, units: list[Unit], out: Path, device: str) -> list:
         with self.executor.batch():
-            jobs = [self.executor.submit(execute_unit, unit, str(out), device) for unit in units]
+            jobs = [self.executor.submit(execute_unit, unit, str(out), device, self.threads) for unit in units]
         return jobs
 
     def wait_any(self, jobs: list) -> None:
@@ -164,6 +179,13 @@ class SubmititPool:
 
     def close(self) -> None:
         pass
+
+
+def default_workers(device: str) -> int:
+    """One worker per CPU core on CPU campaigns; one on a GPU, whose memory the units would share."""
+    from bench.training import resolve_device
+
+    return 1 if resolve_device(device).type == "cuda" else os.cpu_count() or 1
 
 
 def make_pool(executor: str, workers: int, out: Path):
@@ -250,6 +272,7 @@ def run_campaign(
                     continue
                 break
             pool.wait_any(list(running))
+            bar.set_postfix_str(_running_progress(out, running.values(), len(failed)), refresh=True)
             for future in [f for f in running if f.done()]:
                 unit = running.pop(future)
                 try:
@@ -266,7 +289,6 @@ def run_campaign(
                     failed.add(unit.id)
                     bar.write(f"failed: {unit.id}: {outcome.message}")
                 bar.update()
-                bar.set_postfix(running=len(running), failed=len(failed))
                 if on_finished:
                     on_finished(unit, outcome)
     finally:
@@ -274,6 +296,18 @@ def run_campaign(
         bar.close()
     done = sum(states[u.id] == DONE for u in by_id.values())
     return RunSummary(done=done, failed=len(failed), blocked=len(blocked), total=len(units))
+
+
+def _running_progress(out: Path, units, failed: int) -> str:
+    """Per-unit progress of the running units, e.g. ``search-grafs-digits-vit-s0 40%``."""
+    parts = []
+    for unit in units:
+        try:
+            fraction = json.loads((unit_dir(out, unit.id) / "progress.json").read_text())["fraction"]
+        except (OSError, ValueError, KeyError):
+            fraction = 0.0
+        parts.append(f"{unit.id.rsplit('-', 1)[0]} {100 * fraction:.0f}%")
+    return " | ".join(parts) + (f" | {failed} failed" if failed else "")
 
 
 def campaign_status(out: Path) -> dict[str, list[str]]:

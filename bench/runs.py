@@ -12,7 +12,6 @@ from bench.tasks import Task
 from bench.training import TrainResult, block_size_of
 from grafs.files import write_json_atomic, write_text_atomic
 from grafs.genotype import Genotype
-from grafs.search import SearchResult
 
 if TYPE_CHECKING:
     from bench.searchers import SearchOutcome
@@ -41,27 +40,6 @@ def full_training_samples(task: Task, data: Dataset) -> int:
     if recipe.is_iterative:
         return recipe.iterations * recipe.batch_size * recipe.accumulation
     return recipe.epochs * len(data.train_y)
-
-
-def search_summary(result: SearchResult, task: Task, data: Dataset, seed: int) -> dict:
-    """The result record plus its cost in epoch-equivalents and in full trainings of the plain network."""
-    summary = {"task": task.name, "seed": seed, **result.to_dict()}
-    summary["cost"]["epoch_equivalents"] = result.cost.sample_passes / epoch_samples(task, data)
-    summary["cost"]["full_trainings"] = result.cost.train_samples / full_training_samples(task, data)
-    return summary
-
-
-def save_search_result(result: SearchResult, out: Path, task: Task, data: Dataset, seed: int) -> dict:
-    """genotype.json, history.json, result.json and activation.png of a GRAFS search."""
-    from bench.plots import plot_activation
-
-    out.mkdir(parents=True, exist_ok=True)
-    result.genotype.save(out / "genotype.json")
-    write_json_atomic(out / "history.json", result.history)
-    plot_activation(result.genotype, out / "activation.png", label=f"GRAFS ({task.name}, seed {seed})")
-    summary = search_summary(result, task, data, seed)
-    write_json_atomic(out / "result.json", summary)
-    return summary
 
 
 def save_search_outcome(outcome: SearchOutcome, out: Path, task: Task, data: Dataset, seed: int) -> dict:

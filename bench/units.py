@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bench.activations import Activation, genotype_activation, resolve_activation
@@ -23,11 +22,16 @@ def run_unit(unit: Unit, folder: Path, out: Path, device: str) -> dict:
     return run_retrain_unit(unit.spec, folder, out, device)
 
 
-def _progress_writer(folder: Path, total: int | None):
+def _progress_writer(folder: Path, fraction_of):
+    """Record how far a running unit is (0..1) in its progress.json, for the runner's display."""
+
     def write(row: dict) -> None:
-        write_json_atomic(folder / "progress.json", {"step": row.get("step"), "total": total, "row": row})
+        write_json_atomic(folder / "progress.json", {"fraction": min(1.0, fraction_of(row)), "row": row})
 
     return write
+
+
+BUDGET_COLUMNS = {"seconds": "wall_seconds", "sample_passes": "sample_passes", "epoch_equivalents": "epoch_equivalents"}
 
 
 def run_search_unit(spec: dict, folder: Path, out: Path, device) -> dict:
@@ -56,7 +60,12 @@ def run_search_unit(spec: dict, folder: Path, out: Path, device) -> dict:
         data=data,
         out=folder,
         device=device,
-        progress=_progress_writer(folder, task.search.length if method.name == "grafs" else None),
+        progress=_progress_writer(
+            folder,
+            (lambda row: row[BUDGET_COLUMNS[budget.unit]] / budget.limit)
+            if budget
+            else (lambda row: (row["step"] + 1) / task.search.length),
+        ),
     )
     summary = save_search_outcome(outcome, folder, task, data, spec["seed"])
     return {"status": summary["status"], "formula": summary["formula"]}
@@ -67,7 +76,7 @@ def _activation_of(spec: dict, out: Path) -> Activation:
     if "fixed" in source:
         return resolve_activation(source["fixed"])
     path = out / "units" / source["search"] / "genotype.json"
-    return genotype_activation(spec["label"], Genotype.load(path))
+    return genotype_activation(spec["label"], Genotype.load(path), source.get("learnable_betas", False))
 
 
 def run_retrain_unit(spec: dict, folder: Path, out: Path, device) -> dict:
@@ -80,12 +89,12 @@ def run_retrain_unit(spec: dict, folder: Path, out: Path, device) -> dict:
         activation_name=activation.name,
         device=device,
         progress=False,
-        on_epoch=_progress_writer(folder, task.recipe.length),
+        on_epoch=_progress_writer(
+            folder,
+            lambda row: (
+                row["step"] / task.recipe.iterations if task.recipe.is_iterative else row["epoch"] / task.recipe.epochs
+            ),
+        ),
     )
     save_train_result(result, folder, activation.genotype)
     return {"status": result.status, "test_metric": result.metrics["test_metric"]}
-
-
-def read_done(folder: Path) -> dict | None:
-    path = folder / "done.json"
-    return json.loads(path.read_text()) if path.exists() else None

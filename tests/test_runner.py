@@ -169,3 +169,31 @@ def test_failing_units_are_recorded_and_the_rest_go_on(tmp_path):
         [sys.executable, "-m", "bench.cli", "status", str(out)], capture_output=True, text=True, cwd=ROOT
     )
     assert "CIFAR-10 not found" in status.stdout
+
+
+def test_the_submitit_executor_runs_a_campaign(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "run",
+            str(write_campaign(tmp_path)),
+            "--out",
+            str(out),
+            "--no-tracking",
+            "--executor",
+            "submitit",
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, "GRAFS_BENCH_SUBMITIT_CLUSTER": "local"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list((out / "units").glob("*/done.json"))) == 5
+    assert list((out / "submitit").iterdir())  # submitit's own job folders: logs and pickled results
