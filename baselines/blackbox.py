@@ -4,7 +4,10 @@ One ask-and-tell loop serves every sampler: random search (``RandomSampler``), e
 (``NSGAIISampler`` used single-objective: uniform crossover, resampling mutation), TPE
 (``TPESampler``) and regularized evolution (:mod:`baselines.regularized_evolution`). Per
 candidate: ask, build the genotype, look up its functional fingerprint, train it only if the
-function is new, tell the score. A diverged candidate is told the metric's worst value.
+function is new, tell the score. A diverged candidate is told the metric's worst value. The same
+loop runs PANGAEA-style evolution (:mod:`baselines.pangaea`, a sampler) and searches that choose
+their candidates themselves through a :class:`Proposer` (the AQuaSurF-style surrogate,
+:mod:`baselines.surrogate`), whose choice is enqueued in the study and asked back.
 
 The Optuna study in ``<out>/study.db`` is the whole state: trace, spending, incumbent and the
 fingerprint cache are rebuilt from its trials, so a killed search resumes where it stopped, and
@@ -19,13 +22,14 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import optuna
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
+from scipy.stats import spearmanr
 
 from baselines.proxy import DEFAULT_FRACTION, Evaluation, ProxyConfig, ProxyEvaluator
 from baselines.regularized_evolution import RegularizedEvolutionSampler, check_sizes
@@ -76,6 +80,28 @@ class Evaluator(Protocol):
     def __call__(self, genotype: Genotype) -> Evaluation: ...
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """A candidate a searcher chose itself instead of asking its sampler (a model-based search).
+
+    ``params`` are the trial parameters (:func:`baselines.space.genotype_params`), ``attrs`` are
+    stored with the trial (a ``predicted_score`` enters the trace), and ``cost`` is what choosing
+    it spent (computing features, fitting a model): it is added to the candidate's own cost.
+    """
+
+    params: dict
+    attrs: dict = field(default_factory=dict)
+    cost: Cost = field(default_factory=Cost)
+
+
+class NothingToPropose(Exception):
+    """A proposer has no candidate left; its message says why, and the search stops there."""
+
+
+class Proposer(Protocol):
+    def __call__(self, study: optuna.Study, ledger: Ledger) -> Proposal: ...
+
+
 class BlackBoxSearcher(Searcher):
     """A sampler proposing cells, a proxy training scoring them, a budget stopping them."""
 
@@ -86,13 +112,19 @@ class BlackBoxSearcher(Searcher):
     ):
         if method not in SAMPLER_OPTIONS:
             raise unknown_name("black-box method", method, SAMPLER_OPTIONS)
-        if space not in SPACES:
-            raise unknown_name("operation space", space, SPACES)
         check_sizes(population, sample_size)
-        self.method, self.tune_betas, self.space = method, tune_betas, space
-        self.proxy = ProxyConfig(proxy_fraction, proxy_epochs, proxy_iterations)
+        self.configure(method, ProxyConfig(proxy_fraction, proxy_epochs, proxy_iterations), tune_betas, space)
         given = {"population": population, "sample_size": sample_size}
         self.sampler_options = {name: given[name] for name in SAMPLER_OPTIONS[method]}
+
+    def configure(self, method: str, proxy: ProxyConfig, tune_betas: bool, space: str,
+                  learnable_betas: bool = False) -> None:
+        """The settings every black-box search has; a search with its own sampler or proposals calls it
+        from its ``__init__``. ``learnable_betas``: candidates train their betas per activation site."""
+        if space not in SPACES:
+            raise unknown_name("operation space", space, SPACES)
+        self.method, self.proxy, self.tune_betas, self.space = method, proxy, tune_betas, space
+        self.learnable_betas = learnable_betas
 
     @property
     def config(self) -> dict:
@@ -111,14 +143,15 @@ class BlackBoxSearcher(Searcher):
                                            self.tune_betas)
 
     def search(self, task, seed, budget, *, data, out, device="cpu", progress=None) -> SearchOutcome:
-        evaluate = ProxyEvaluator(task, data, seed, self.proxy, device)
+        evaluate = ProxyEvaluator(task, data, seed, self.proxy, device, learnable_betas=self.learnable_betas)
         return self.run(task, seed, budget, evaluate, Path(out), epoch_samples(task, data), progress)
 
     def run(
         self, task: Task, seed: int, budget: Budget | None, evaluate: Evaluator, out: Path, samples_per_epoch: int,
-        progress: Callable[[dict], None] | None = None,
+        progress: Callable[[dict], None] | None = None, proposer: Proposer | None = None,
     ) -> SearchOutcome:
-        """The search loop, with any evaluator (``search`` uses the proxy training)."""
+        """The search loop, with any evaluator (``search`` uses the proxy training). Candidates come from
+        the sampler, or from ``proposer`` when one is given."""
         if budget is None:
             raise UserError(f"the {self.method} search needs a budget: a multiple of GRAFS's cost or seconds")
         out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +165,12 @@ class BlackBoxSearcher(Searcher):
                 if ledger.duplicate_streak >= MAX_DUPLICATE_STREAK:
                     stop = f"the sampler proposed {MAX_DUPLICATE_STREAK} known functions in a row"
                     break
-                row = ledger.add(self._candidate(study, evaluate, ledger))
+                try:
+                    proposal = proposer(study, ledger) if proposer else None
+                except NothingToPropose as reason:
+                    stop = str(reason)
+                    break
+                row = ledger.add(self._candidate(study, evaluate, ledger, proposal))
                 if progress:
                     progress(row)
         return ledger.outcome(self, budget, stop, study.study_name)
@@ -159,8 +197,13 @@ class BlackBoxSearcher(Searcher):
             study.tell(trial.number, state=TrialState.FAIL)  # killed mid-candidate: its work is lost
         return study
 
-    def _candidate(self, study: optuna.Study, evaluate: Evaluator, ledger: Ledger) -> FrozenTrial:
+    def _candidate(
+        self, study: optuna.Study, evaluate: Evaluator, ledger: Ledger, proposal: Proposal | None = None
+    ) -> FrozenTrial:
         started = time.perf_counter()
+        if proposal is not None:
+            study.enqueue_trial(proposal.params, user_attrs=proposal.attrs)
+        chosen = proposal.cost if proposal else Cost()
         trial = study.ask()
         try:
             genotype = suggest_genotype(trial, self.space, self.tune_betas)
@@ -179,9 +222,9 @@ class BlackBoxSearcher(Searcher):
                 if evaluation.message:
                     trial.set_user_attr("message", evaluation.message)
             trial.set_user_attr("status", status)
-            trial.set_user_attr("wall_seconds", time.perf_counter() - started)
-            trial.set_user_attr("train_samples", cost.train_samples)
-            trial.set_user_attr("eval_samples", cost.eval_samples)
+            trial.set_user_attr("wall_seconds", time.perf_counter() - started + chosen.wall_seconds)
+            trial.set_user_attr("train_samples", cost.train_samples + chosen.train_samples)
+            trial.set_user_attr("eval_samples", cost.eval_samples + chosen.eval_samples)
             return study.tell(trial, value)
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
@@ -189,13 +232,20 @@ class BlackBoxSearcher(Searcher):
 
 
 class Ledger:
-    """A study's trials folded, in order, into the anytime trace, the spending, the incumbent and the cache."""
+    """A study's trials folded, in order, into the anytime trace, the spending, the incumbent and the cache.
+
+    A trial that carries a ``predicted_score`` (a model-based search's prediction, made before it
+    was trained) adds it to its trace row, with the Spearman rank correlation of the predicted and
+    measured scores of every such trial so far: the surrogate's own quality as evaluations accumulate.
+    """
 
     def __init__(self, task: Task, samples_per_epoch: int):
         self.task, self.samples_per_epoch = task, samples_per_epoch
         self.cost = Cost()
         self.trace: list[dict] = []
+        self.trials: list[FrozenTrial] = []  # the completed ones, in order
         self.cache: dict[str, FrozenTrial] = {}
+        self.predictions: list[tuple[float, float]] = []
         self.best: FrozenTrial | None = None
         self.counts = {"candidates": 0, "trained": 0, "duplicates": 0, "diverged": 0, "interrupted": 0}
         self.duplicate_streak = 0
@@ -208,6 +258,7 @@ class Ledger:
         attrs = trial.user_attrs
         if trial.state == TrialState.COMPLETE:
             status = attrs["status"]
+            self.trials.append(trial)
             self.cost += Cost(attrs["wall_seconds"], attrs["train_samples"], attrs["eval_samples"])
             self.counts["candidates"] += 1
             if status == "duplicate":
@@ -227,12 +278,23 @@ class Ledger:
         extra = {"trial": trial.number, "fingerprint": attrs.get("fingerprint")}
         if "duplicate_of" in attrs:
             extra["duplicate_of"] = attrs["duplicate_of"]
+        if attrs.get("predicted_score") is not None:
+            extra.update(self._prediction(attrs["predicted_score"], score))
         row = trace_row(
             len(self.trace), status, score, self.best.value if self.best else None, self.spent, attrs.get("formula"),
             **extra,
         )
         self.trace.append(row)
         return row
+
+    def _prediction(self, predicted: float, measured: float | None) -> dict:
+        if measured is not None:
+            self.predictions.append((predicted, measured))
+        correlation = None
+        if len(self.predictions) >= 3:
+            value = spearmanr(*zip(*self.predictions, strict=True)).statistic
+            correlation = float(value) if value == value else None  # constant scores: undefined
+        return {"predicted_score": predicted, "surrogate_spearman": correlation}
 
     def outcome(self, searcher: BlackBoxSearcher, budget: Budget, stop: str, study_name: str) -> SearchOutcome:
         counts = self.counts

@@ -62,17 +62,26 @@ class Evaluation:
 
 
 class ProxyEvaluator:
-    """Trains and scores one genotype at a time; every candidate sees the same seed and batches."""
+    """Trains and scores one genotype at a time; every candidate sees the same seed and batches.
 
-    def __init__(self, task: Task, data: Dataset, seed: int, config: ProxyConfig, device: str | torch.device = "cpu"):
+    With ``learnable_betas`` each activation site of the model gets its own betas, trained with the
+    weights (PANGAEA's per-layer parameters); otherwise betas stay at the genotype's values."""
+
+    def __init__(self, task: Task, data: Dataset, seed: int, config: ProxyConfig, device: str | torch.device = "cpu",
+                 learnable_betas: bool = False):
         self.task, self.data, self.seed, self.device = task, data, seed, device
+        self.learnable_betas = learnable_betas
         self.recipe = config.recipe(task)
         self.weight_part, self.score_part = split_for_search(data)
         self.description = {"recipe": asdict(self.recipe), "config": asdict(config), "split": "75/25 of train"}
+        if learnable_betas:
+            self.description["betas"] = "learned per activation site"
 
     def __call__(self, genotype: Genotype) -> Evaluation:
         result = train(
-            self.task, genotype.to_module, self.seed, activation_name=genotype.formula(), recipe=self.recipe,
+            self.task,
+            lambda: genotype.to_module(learnable_betas=self.learnable_betas),
+            self.seed, activation_name=genotype.formula(), recipe=self.recipe,
             device=self.device, data=self.data, progress=False, train_indices=self.weight_part,
             val_indices=self.score_part,
         )

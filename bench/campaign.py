@@ -3,7 +3,8 @@
 A campaign names its search tasks, the methods to compare (GRAFS in its modes and ablations, the
 black-box baselines), the fixed activations, the seeds, the budget multiples and the final
 evaluation. Expanding it gives a list of :class:`Unit` s: searches, and retrainings of every found
-and every fixed activation on the search task and its transfer targets. A unit is a pure function
+and every fixed activation on the search task and its transfer targets (a PANGAEA find twice: with
+shared fixed betas and with betas learned per activation site). A unit is a pure function
 of its spec; its id is a hash of that spec, so the same grid always maps to the same folders.
 """
 
@@ -66,6 +67,18 @@ class MethodSpec:
         return self.is_grafs and all(
             value == DEFAULT_GRAFS_SWITCHES[key] for key, value in self.options if key in DEFAULT_GRAFS_SWITCHES
         )
+
+
+PER_LAYER_SUFFIX = "-per-layer"
+
+
+def retrain_variants(method: MethodSpec) -> tuple[tuple[str, bool], ...]:
+    """(label, learnable betas) of each retraining of the activations ``method`` finds: the shared fixed
+    betas GRAFS retrains with, and for a per-layer method (PANGAEA) also betas learned per activation site."""
+    variants = ((method.label, False),)
+    if METHODS.get(method.method).retrains_per_layer(dict(method.options)):
+        variants += ((method.label + PER_LAYER_SUFFIX, True),)
+    return variants
 
 
 DEFAULT_GRAFS_SWITCHES = {
@@ -208,7 +221,7 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
     if not isinstance(data["methods"], list) or not data["methods"]:
         raise _fail(source, "methods", "expected a non-empty list of methods")
     methods = tuple(_method_spec(source, i, entry) for i, entry in enumerate(data["methods"]))
-    labels = [m.label for m in methods]
+    labels = [label for m in methods for label, _ in retrain_variants(m)]
     if len(set(labels)) != len(labels):
         raise _fail(source, "methods", f"labels must be unique, got {labels}; give variants a 'label'")
     needs_budget = [m for m in methods if not m.is_grafs]
@@ -316,7 +329,7 @@ def expand(campaign: Campaign) -> list[Unit]:
                 grafs_units[method.label] = unit
                 units.append(unit)
             reference = next((grafs_units[m.label] for m in campaign.methods if m.is_default_grafs), None)
-            searches = list(grafs_units.values())
+            searches = [(m, grafs_units[m.label]) for m in campaign.methods if m.is_grafs]
             for method in campaign.methods:
                 if method.is_grafs:
                     continue
@@ -324,22 +337,24 @@ def expand(campaign: Campaign) -> list[Unit]:
                     spec = _search_spec(method, task_name, seed, multiple, campaign, scale)
                     spec["budget_from"] = reference.id
                     unit = Unit("search", spec, depends_on=(reference.id,))
-                    searches.append(unit)
+                    searches.append((method, unit))
                     units.append(unit)
-            for search in searches:
-                for target in targets:
-                    for evaluation_seed in campaign.evaluation_seeds:
-                        spec = {
-                            "label": search.spec["label"],
-                            "task": target,
-                            "seed": evaluation_seed,
-                            "activation": {"search": search.id},
-                            "search_task": task_name,
-                            "search_seed": seed,
-                            "budget_multiple": search.spec["budget_multiple"],
-                            "scale": scale,
-                        }
-                        units.append(Unit("retrain", spec, depends_on=(search.id,)))
+            for method, search in searches:
+                for label, learnable_betas in retrain_variants(method):
+                    activation = {"search": search.id, **({"learnable_betas": True} if learnable_betas else {})}
+                    for target in targets:
+                        for evaluation_seed in campaign.evaluation_seeds:
+                            spec = {
+                                "label": label,
+                                "task": target,
+                                "seed": evaluation_seed,
+                                "activation": activation,
+                                "search_task": task_name,
+                                "search_seed": seed,
+                                "budget_multiple": search.spec["budget_multiple"],
+                                "scale": scale,
+                            }
+                            units.append(Unit("retrain", spec, depends_on=(search.id,)))
         for name in campaign.fixed:
             for target in targets:
                 for evaluation_seed in campaign.evaluation_seeds:

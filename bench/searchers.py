@@ -339,7 +339,10 @@ def _accepts(expected: type, value: object) -> bool:
 class Method:
     """A search method by name: how to build its searcher and which options (name -> type) it takes.
 
-    ``budgeted`` methods need a :class:`Budget`; the others spend what they spend.
+    ``budgeted`` methods need a :class:`Budget`; the others spend what they spend. ``per_layer``
+    methods (PANGAEA) find activations whose betas are meant to be learned per activation site:
+    campaigns retrain them that way too, next to the shared fixed betas, unless the search's
+    ``per_layer`` option is off.
     """
 
     name: str
@@ -347,6 +350,10 @@ class Method:
     build: Callable[..., Searcher]
     options: Mapping[str, type] = field(default_factory=dict)
     budgeted: bool = True
+    per_layer: bool = False
+
+    def retrains_per_layer(self, options: Mapping[str, object]) -> bool:
+        return self.per_layer and options.get("per_layer", True) is not False
 
     def option_types(self) -> dict[str, type]:
         return dict(self.options)
@@ -387,5 +394,5 @@ for _name in FIXED_ACTIVATIONS:
     register(Method(_name, f"the fixed activation {_name} (zero search cost)", lambda n=_name: FixedSearcher(n),
                     budgeted=False))
 
-# Imported last, for its side effect of registering the black-box baselines.
-from baselines import blackbox  # noqa: E402, F401
+# Imported last, for their side effect of registering the black-box baselines.
+from baselines import blackbox, pangaea, surrogate  # noqa: E402, F401

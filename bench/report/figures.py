@@ -206,7 +206,9 @@ def _nan_zero(value: float) -> float:
 
 def _panel_methods(campaign: Campaign) -> list[Entry]:
     largest = max(campaign.budget_multiples)
-    return [e for e in entries(campaign) if not e.fixed and e.budget_multiple in (None, largest)]
+    # A per-layer retraining variant draws the same functions as its search's own entry.
+    return [e for e in entries(campaign)
+            if not e.fixed and e.searched_as is None and e.budget_multiple in (None, largest)]
 
 
 def activations(units: pd.DataFrame, scores: pd.DataFrame, campaign: Campaign, task: str, folder: Path) -> Figure:

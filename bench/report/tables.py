@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bench.campaign import Campaign
+from bench.campaign import Campaign, retrain_variants
 from bench.tasks import Metric, get_task
 
 MISSING = "–"
@@ -31,6 +31,11 @@ class Entry:
     method: str  # the registered search method, or "fixed"
     variant: str
     budget_multiple: float | None = None
+    searched_as: str | None = None  # a retraining variant (per-layer betas): the entry whose searches it retrains
+
+    @property
+    def search_entry(self) -> str:
+        return self.searched_as or self.name
 
     @property
     def fixed(self) -> bool:
@@ -117,7 +122,12 @@ def entries(campaign: Campaign) -> list[Entry]:
             continue
         variant = ", ".join(part for part in (method.method if method.label != method.method else "", options) if part)
         for multiple in sorted(campaign.budget_multiples):
-            found.append(Entry(f"{method.label} ({multiple:g}x)", method.label, method.method, variant, multiple))
+            searched = f"{method.label} ({multiple:g}x)"
+            found.append(Entry(searched, method.label, method.method, variant, multiple))
+            for label, learnable_betas in retrain_variants(method):
+                if learnable_betas:
+                    per_layer = ", ".join(part for part in (variant, "betas learned per layer") if part)
+                    found.append(Entry(f"{label} ({multiple:g}x)", label, method.method, per_layer, multiple, searched))
     return found + [Entry(name, name, "fixed", "fixed activation") for name in campaign.fixed]
 
 
@@ -237,7 +247,7 @@ def efficiency(units: pd.DataFrame, trace: pd.DataFrame, campaign: Campaign) -> 
                 row.update({f"{key}_{stat}": 0.0 for key in costs for stat in ("mean", "std")})
                 row.update(candidates=math.nan, searches=0, searches_expected=0)
             else:
-                group = searches[(searches["task"] == task) & (searches["entry"] == entry.name)]
+                group = searches[(searches["task"] == task) & (searches["entry"] == entry.search_entry)]
                 done = group[group["state"] == "done"]
                 for key, column in costs.items():
                     values = pd.to_numeric(done[column], errors="coerce").astype(float)
@@ -430,7 +440,7 @@ def found_activations(units: pd.DataFrame, campaign: Campaign) -> Table:
         for entry in entries(campaign):
             if entry.fixed:
                 continue
-            group = searches[(searches["task"] == task) & (searches["entry"] == entry.name)].sort_values("seed")
+            group = searches[(searches["task"] == task) & (searches["entry"] == entry.search_entry)].sort_values("seed")
             for unit in group.itertuples():
                 key = (entry.name, task, task, int(unit.seed))
                 value = float(scores.loc[key, "value"]) if key in scores.index else math.nan

@@ -1,0 +1,259 @@
+"""Evolution in the style of PANGAEA (Bingham & Miikkulainen 2022) over the GRAFS cell.
+
+PANGAEA evolves the form of an activation function and learns its parameters by gradient descent,
+separately for different parts of the network. Here, in the same cell as every other method:
+
+- **Generations** (mu + lambda): the first ``population`` candidates are random cells; after that,
+  every generation of ``offspring`` candidates is bred from the survivors, the ``population`` best
+  distinct functions evaluated before the generation began. A ``newcomer_share`` of each
+  generation are fresh random cells, which keeps the population diverse.
+- **Selection** of a parent among the survivors: ``rank`` (probability falling linearly with its
+  rank, the best ``population`` times as likely as the worst) or ``tournament`` (the best of
+  ``TOURNAMENT_SIZE`` survivors drawn at random).
+- **Mutations** of the parent: change one slot's operation, regenerate a slot with every slot
+  feeding it, insert a parametric operation (a pass-through slot, or else another slot without a
+  beta, takes ``add_beta`` / ``mul_beta`` / ``beta_mix``), or remove one (a parametric slot becomes a
+  pass-through). Insert and remove fall back to a change where the cell offers no such slot.
+- **Per-layer parameters** (``per_layer``, on by default): every activation site of the network
+  gets its own copy of the betas, trained with the weights, in each candidate's proxy training and
+  again when the found activation is retrained (a campaign adds that retraining as a second
+  variant next to the shared fixed betas GRAFS retrains with).
+
+A proposal is a pure function of the seed and the finished trials (as in
+:mod:`baselines.regularized_evolution`), so a resumed study proposes what the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from baselines import regularized_evolution
+from baselines.blackbox import COMMON_OPTIONS, BlackBoxSearcher
+from baselines.proxy import DEFAULT_FRACTION, ProxyConfig
+from baselines.regularized_evolution import BETA_MUTATION, random_genotype
+from baselines.space import BETA_RANGE, distributions, genotype_from_params, genotype_params
+from bench.searchers import Method, SearchOutcome, register
+from grafs.errors import UserError, unknown_name
+from grafs.genotype import Genotype
+from grafs.ops import SLOT_ARITY, SLOTS, operation
+
+MUTATIONS = ("change", "regenerate", "insert", "remove")
+SELECTIONS = ("rank", "tournament")
+TOURNAMENT_SIZE = 3
+
+PASS_THROUGH = {1: ("identity",), 2: ("left", "right")}
+"""Operations that hand an input on unchanged: where a cell has room to insert an operation."""
+
+INSERTABLE = {1: ("add_beta", "mul_beta"), 2: ("beta_mix",)}
+"""Parametric operations that keep their inputs (the constant ``beta`` would replace, not insert)."""
+
+
+def _beta_for(name: str, rng: np.random.Generator, tune_betas: bool) -> float | None:
+    mean = operation(name).beta_init_mean
+    if mean is None or not tune_betas:
+        return mean
+    return float(rng.uniform(*BETA_RANGE))
+
+
+def insert_parametric(parent: Genotype, rng: np.random.Generator, tune_betas: bool = False) -> Genotype | None:
+    """A parametric operation in a pass-through slot (else in any slot without a beta); None if every slot has one."""
+    free = [i for i, beta in enumerate(parent.betas) if beta is None]
+    passing = [i for i in free if parent.ops[i] in PASS_THROUGH[SLOT_ARITY[SLOTS[i]]]]
+    choices = passing or free
+    if not choices:
+        return None
+    index = int(rng.choice(choices))
+    options = INSERTABLE[SLOT_ARITY[SLOTS[index]]]
+    name = options[int(rng.integers(len(options)))]
+    ops, betas = list(parent.ops), list(parent.betas)
+    ops[index], betas[index] = name, _beta_for(name, rng, tune_betas)
+    return Genotype(ops, betas, parent.bounded)
+
+
+def remove_parametric(parent: Genotype, rng: np.random.Generator) -> Genotype | None:
+    """A parametric slot turned into a pass-through (a binary one keeps one input); None if there is none."""
+    parametric = [i for i, beta in enumerate(parent.betas) if beta is not None]
+    if not parametric:
+        return None
+    index = int(rng.choice(parametric))
+    options = PASS_THROUGH[SLOT_ARITY[SLOTS[index]]]
+    ops, betas = list(parent.ops), list(parent.betas)
+    ops[index], betas[index] = options[int(rng.integers(len(options)))], None
+    return Genotype(ops, betas, parent.bounded)
+
+
+def mutate(
+    parent: Genotype,
+    rng: np.random.Generator,
+    space: str = "standard",
+    tune_betas: bool = False,
+    kind: str | None = None,
+) -> Genotype:
+    """One PANGAEA mutation of ``parent`` (``kind`` drawn at random unless given)."""
+    kinds = MUTATIONS + ((BETA_MUTATION,) if tune_betas and any(b is not None for b in parent.betas) else ())
+    kind = kind or kinds[rng.integers(len(kinds))]
+    if kind not in kinds:
+        raise UserError(f"unknown mutation {kind!r}; valid choices: {', '.join(kinds)}")
+    child = None
+    if kind == "insert":
+        child = insert_parametric(parent, rng, tune_betas)
+    elif kind == "remove":
+        child = remove_parametric(parent, rng)
+    else:
+        child = regularized_evolution.mutate(parent, rng, space, tune_betas, kind)
+    return child or regularized_evolution.mutate(parent, rng, space, tune_betas, "change")
+
+
+def check_settings(population: int, offspring: int, newcomer_share: float, selection: str) -> None:
+    if population < 2:
+        raise UserError(f"the population needs at least 2 members, got {population}")
+    if offspring < 1:
+        raise UserError(f"a generation needs at least 1 offspring, got {offspring}")
+    if not 0.0 <= newcomer_share <= 1.0:
+        raise UserError(f"the newcomer share must lie in [0, 1], got {newcomer_share}")
+    if selection not in SELECTIONS:
+        raise unknown_name("selection", selection, SELECTIONS)
+
+
+class PangaeaSampler(BaseSampler):
+    """Generational PANGAEA evolution of GRAFS cells, as an Optuna sampler."""
+
+    def __init__(
+        self,
+        population: int = 20,
+        offspring: int = 10,
+        newcomer_share: float = 0.2,
+        selection: str = "rank",
+        seed: int | None = None,
+        space: str = "standard",
+        tune_betas: bool = False,
+    ):
+        check_settings(population, offspring, newcomer_share, selection)
+        self.population, self.offspring, self.newcomer_share, self.selection = (
+            population,
+            offspring,
+            newcomer_share,
+            selection,
+        )
+        self.space, self.tune_betas = space, tune_betas
+        self._seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else seed
+        self._fallback = RandomSampler(seed=seed)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return distributions(self.space, self.tune_betas)
+
+    def survivors(self, trials: list[FrozenTrial], direction: StudyDirection) -> list[FrozenTrial]:
+        """The ``population`` best distinct functions among ``trials``, best first (the earlier of equals)."""
+        sign = 1.0 if direction == StudyDirection.MAXIMIZE else -1.0
+        ranked = sorted(trials, key=lambda t: (-sign * t.value, t.number))
+        kept, seen = [], set()
+        for trial in ranked:
+            key = trial.user_attrs.get("fingerprint") or tuple(sorted(trial.params.items()))
+            if key not in seen:
+                seen.add(key)
+                kept.append(trial)
+        return kept[: self.population]
+
+    def select(self, survivors: list[FrozenTrial], rng: np.random.Generator) -> FrozenTrial:
+        if self.selection == "tournament":
+            drawn = rng.choice(len(survivors), min(TOURNAMENT_SIZE, len(survivors)), replace=False)
+            return survivors[int(min(drawn))]  # survivors are sorted best first
+        weights = np.arange(len(survivors), 0, -1, dtype=float)
+        return survivors[int(rng.choice(len(survivors), p=weights / weights.sum()))]
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, object]:
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        rng = np.random.default_rng([self._seed, len(finished)])
+        if len(finished) < self.population or rng.random() < self.newcomer_share:
+            return genotype_params(random_genotype(rng, self.space, self.tune_betas), self.tune_betas)
+        generation = (len(finished) - self.population) // self.offspring
+        bred_from = finished[: self.population + generation * self.offspring]
+        parent = self.select(self.survivors(bred_from, study.direction), rng)
+        child = mutate(genotype_from_params(parent.params, self.tune_betas), rng, self.space, self.tune_betas)
+        return genotype_params(child, self.tune_betas)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> object:
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+
+class PangaeaSearcher(BlackBoxSearcher):
+    """PANGAEA-style evolution; with ``per_layer`` its candidates learn their betas per activation site."""
+
+    def __init__(
+        self,
+        *,
+        population: int = 20,
+        offspring: int = 10,
+        newcomer_share: float = 0.2,
+        selection: str = "rank",
+        per_layer: bool = True,
+        proxy_fraction: float = DEFAULT_FRACTION,
+        proxy_epochs: int | None = None,
+        proxy_iterations: int | None = None,
+        tune_betas: bool = False,
+        space: str = "standard",
+    ):
+        check_settings(population, offspring, newcomer_share, selection)
+        proxy = ProxyConfig(proxy_fraction, proxy_epochs, proxy_iterations)
+        self.configure("pangaea", proxy, tune_betas, space, learnable_betas=per_layer)
+        self.population, self.offspring, self.newcomer_share, self.selection = (
+            population,
+            offspring,
+            newcomer_share,
+            selection,
+        )
+        self.per_layer = per_layer
+
+    @property
+    def config(self) -> dict:
+        return {
+            "sampler": self.method,
+            "population": self.population,
+            "offspring": self.offspring,
+            "newcomer_share": self.newcomer_share,
+            "selection": self.selection,
+            "per_layer": self.per_layer,
+            "tune_betas": self.tune_betas,
+            "space": self.space,
+            "proxy": asdict(self.proxy),
+        }
+
+    def make_sampler(self, seed: int) -> BaseSampler:
+        return PangaeaSampler(
+            self.population, self.offspring, self.newcomer_share, self.selection, seed, self.space, self.tune_betas
+        )
+
+    def run(self, *args, **kwargs) -> SearchOutcome:
+        outcome = super().run(*args, **kwargs)
+        # The genotype's betas are where every site's own betas start; retraining learns them per site.
+        outcome.details["per_layer"] = self.per_layer
+        return outcome
+
+
+register(
+    Method(
+        "pangaea",
+        "PANGAEA-style evolution: change / regenerate / insert / remove mutations, newcomers, per-layer learned betas",
+        lambda **options: PangaeaSearcher(**options),
+        {
+            **COMMON_OPTIONS,
+            "population": int,
+            "offspring": int,
+            "newcomer_share": float,
+            "selection": str,
+            "per_layer": bool,
+        },
+        per_layer=True,
+    )
+)
