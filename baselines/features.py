@@ -82,7 +82,7 @@ def _layer_rows(layer: nn.Module, inputs: Tensor, output_grads: Tensor) -> tuple
         # Gradients sum over a sample's positions: G is a per-sample second moment (Grosse & Martens 2016).
         g = g * output_grads.flatten(2).shape[2] ** 0.5
     if layer.bias is not None:
-        a = torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype)], dim=1)
+        a = torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], dim=1)
     return a, g
 
 
