@@ -333,12 +333,18 @@ def expand(campaign: Campaign) -> list[Unit]:
             for method in campaign.methods:
                 if method.is_grafs:
                     continue
-                for multiple in campaign.budget_multiples:
+                # A budget ladder: the search at k x GRAFS's cost resumes the one at the next smaller
+                # multiple (its stored study) instead of replaying the same candidates from scratch.
+                previous = None
+                for multiple in sorted(campaign.budget_multiples):
                     spec = _search_spec(method, task_name, seed, multiple, campaign, scale)
                     spec["budget_from"] = reference.id
-                    unit = Unit("search", spec, depends_on=(reference.id,))
+                    spec["extends"] = previous.id if previous else None
+                    depends = (reference.id,) if previous is None else (reference.id, previous.id)
+                    unit = Unit("search", spec, depends_on=depends)
                     searches.append((method, unit))
                     units.append(unit)
+                    previous = unit
             for method, search in searches:
                 for label, learnable_betas in retrain_variants(method):
                     activation = {"search": search.id, **({"learnable_betas": True} if learnable_betas else {})}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+from baselines.blackbox import STUDY_FILE
 from bench.activations import Activation, genotype_activation, resolve_activation
 from bench.campaign import Unit, scaled_task
 from bench.runs import save_search_outcome, save_train_result
@@ -52,6 +54,8 @@ def run_search_unit(spec: dict, folder: Path, out: Path, device) -> dict:
             spec["budget_unit"],
             source=f"{spec['budget_multiple']:g} x GRAFS unit {spec['budget_from']}",
         )
+    if spec.get("extends"):
+        _continue_study(out / "units" / spec["extends"], folder)
     data = load_task_data(task)
     outcome = searcher.search(
         task,
@@ -69,6 +73,16 @@ def run_search_unit(spec: dict, folder: Path, out: Path, device) -> dict:
     )
     summary = save_search_outcome(outcome, folder, task, data, spec["seed"])
     return {"status": summary["status"], "formula": summary["formula"]}
+
+
+def _continue_study(previous: Path, folder: Path) -> None:
+    """Start from the finished smaller-budget search's study (once: a resumed unit keeps its own)."""
+    study = previous / STUDY_FILE
+    if study.exists() and not (folder / STUDY_FILE).exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / f".{STUDY_FILE}.tmp"
+        shutil.copyfile(study, temporary)
+        temporary.replace(folder / STUDY_FILE)
 
 
 def _activation_of(spec: dict, out: Path) -> Activation:

@@ -36,6 +36,9 @@ def test_expansion_orders_dependencies_and_ids_are_stable():
     random_search = next(u for u in searches if u.spec["method"] == "random")
     grafs = next(u for u in searches if u.id == random_search.depends_on[0])
     assert grafs.spec["label"] == "grafs" and grafs.spec["seed"] == random_search.spec["seed"]
+    ladder = [u for u in searches if u.spec["method"] == "random" and u.spec["seed"] == 0]
+    assert [u.spec["budget_multiple"] for u in ladder] == [1.0, 2.0]
+    assert ladder[1].spec["extends"] == ladder[0].id and ladder[0].id in ladder[1].depends_on
     retrains = [u for u in units if u.kind == "retrain"]
     assert len(retrains) == len(searches) * 2 + 1 * 2  # each found + each fixed, on task + target
     assert [u.id for u in expand(parse_campaign(VALID))] == [u.id for u in units]
