@@ -171,7 +171,7 @@ class BlackBoxSearcher(Searcher):
                     stop = str(reason)
                     break
                 row = ledger.add(self._candidate(study, evaluate, ledger, proposal))
-                if progress:
+                if progress and row:
                     progress(row)
         return ledger.outcome(self, budget, stop, study.study_name)
 
@@ -254,27 +254,28 @@ class Ledger:
     def spent(self) -> dict[str, float]:
         return spending(self.cost, self.samples_per_epoch)
 
-    def add(self, trial: FrozenTrial) -> dict:
+    def add(self, trial: FrozenTrial) -> dict | None:
+        """Account for a stored trial; its trace row, or None for a candidate a kill interrupted
+        (counted, but not part of the trace: a resumed search must trace as an uninterrupted one)."""
         attrs = trial.user_attrs
-        if trial.state == TrialState.COMPLETE:
-            status = attrs["status"]
-            self.trials.append(trial)
-            self.cost += Cost(attrs["wall_seconds"], attrs["train_samples"], attrs["eval_samples"])
-            self.counts["candidates"] += 1
-            if status == "duplicate":
-                self.counts["duplicates"] += 1
-                self.duplicate_streak += 1
-            else:
-                self.counts["trained"] += 1
-                self.counts["diverged"] += status == "diverged"
-                self.cache[attrs["fingerprint"]] = trial
-                self.duplicate_streak = 0
-                if status == "ok" and improves(self.task.metric, trial.value, self.best.value if self.best else None):
-                    self.best = trial
-            score = None if status == "diverged" else trial.value
-        else:
-            status, score = "interrupted", None
+        if trial.state != TrialState.COMPLETE:
             self.counts["interrupted"] += 1
+            return None
+        status = attrs["status"]
+        self.trials.append(trial)
+        self.cost += Cost(attrs["wall_seconds"], attrs["train_samples"], attrs["eval_samples"])
+        self.counts["candidates"] += 1
+        if status == "duplicate":
+            self.counts["duplicates"] += 1
+            self.duplicate_streak += 1
+        else:
+            self.counts["trained"] += 1
+            self.counts["diverged"] += status == "diverged"
+            self.cache[attrs["fingerprint"]] = trial
+            self.duplicate_streak = 0
+            if status == "ok" and improves(self.task.metric, trial.value, self.best.value if self.best else None):
+                self.best = trial
+        score = None if status == "diverged" else trial.value
         extra = {"trial": trial.number, "fingerprint": attrs.get("fingerprint")}
         if "duplicate_of" in attrs:
             extra["duplicate_of"] = attrs["duplicate_of"]

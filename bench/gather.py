@@ -4,8 +4,9 @@
 ``trace.parquet``   one row per search trace point (a GRAFS epoch or a black-box trial)
 ``history.parquet`` one row per evaluation during a retraining
 
-Columns that measure time (``*wall_seconds*``, ``started``, ``finished``) depend on the machine;
-all others are a deterministic function of the campaign and its seeds.
+Columns that measure time (``*wall_seconds*``, ``started``, ``finished``) depend on the machine,
+and Optuna's trial numbers (``trial``, ``duplicate_of``) on whether a search was interrupted and
+resumed; all others are a deterministic function of the campaign and its seeds.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 
 from bench.runner import campaign_status, unit_dir
 
-TIMING_COLUMNS = ("wall_seconds", "cost_wall_seconds", "budget_limit_seconds", "budget_spent_seconds")
+EXECUTION_COLUMNS = ("started", "finished", "trial", "duplicate_of")
 
 
 def _read(path: Path):
@@ -125,6 +126,6 @@ def _frame(rows: list[dict], order: list[str]) -> pd.DataFrame:
 
 
 def deterministic_view(table: pd.DataFrame) -> pd.DataFrame:
-    """The table without its timing columns: equal across re-runs of the same campaign."""
-    timing = [c for c in table.columns if c in TIMING_COLUMNS or "wall_seconds" in c or c in ("started", "finished")]
-    return table.drop(columns=timing)
+    """The table without its timing and bookkeeping columns: equal across re-runs of a campaign."""
+    execution = [c for c in table.columns if c in EXECUTION_COLUMNS or "seconds" in c]
+    return table.drop(columns=execution)
