@@ -348,34 +348,32 @@ def expand(campaign: Campaign) -> list[Unit]:
             for method, search in searches:
                 for label, learnable_betas in retrain_variants(method):
                     activation = {"search": search.id, **({"learnable_betas": True} if learnable_betas else {})}
-                    for target in targets:
-                        for evaluation_seed in campaign.evaluation_seeds:
-                            spec = {
-                                "label": label,
-                                "task": target,
-                                "seed": evaluation_seed,
-                                "activation": activation,
-                                "search_task": task_name,
-                                "search_seed": seed,
-                                "budget_multiple": search.spec["budget_multiple"],
-                                "scale": scale,
-                            }
-                            units.append(Unit("retrain", spec, depends_on=(search.id,)))
+                    units += _retrainings(
+                        campaign, label, activation, task_name, targets, seed, search.spec["budget_multiple"], scale,
+                        depends_on=(search.id,),
+                    )
         for name in campaign.fixed:
-            for target in targets:
-                for evaluation_seed in campaign.evaluation_seeds:
-                    spec = {
-                        "label": name,
-                        "task": target,
-                        "seed": evaluation_seed,
-                        "activation": {"fixed": name},
-                        "search_task": task_name,
-                        "search_seed": None,
-                        "budget_multiple": None,
-                        "scale": scale,
-                    }
-                    units.append(Unit("retrain", spec))
+            units += _retrainings(campaign, name, {"fixed": name}, task_name, targets, None, None, scale)
     return _unique(units)
+
+
+def _retrainings(
+    campaign: Campaign, label: str, activation: dict, search_task: str, targets: tuple[str, ...],
+    search_seed: int | None, multiple: float | None, scale: dict, depends_on: tuple[str, ...] = (),
+) -> list[Unit]:
+    """Retraining an activation from scratch on the search task and each target, for every evaluation seed."""
+    return [
+        Unit(
+            "retrain",
+            {
+                "label": label, "task": target, "seed": evaluation_seed, "activation": activation,
+                "search_task": search_task, "search_seed": search_seed, "budget_multiple": multiple, "scale": scale,
+            },
+            depends_on=depends_on,
+        )
+        for target in targets
+        for evaluation_seed in campaign.evaluation_seeds
+    ]
 
 
 def _search_spec(method: MethodSpec, task: str, seed: int, multiple, campaign: Campaign, scale: dict) -> dict:
