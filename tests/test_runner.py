@@ -197,3 +197,31 @@ def test_the_submitit_executor_runs_a_campaign(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(list((out / "units").glob("*/done.json"))) == 5
     assert list((out / "submitit").iterdir())  # submitit's own job folders: logs and pickled results
+
+
+def test_ui_serves_the_campaign_folder(uninterrupted):
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "ui", str(uninterrupted), "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline, healthy = time.time() + 90, False
+        while time.time() < deadline and not healthy:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    healthy = response.status == 200
+            except OSError:
+                time.sleep(1)
+        assert healthy
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
