@@ -29,16 +29,15 @@ from dataclasses import asdict
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from baselines import regularized_evolution
 from baselines.blackbox import COMMON_OPTIONS, BlackBoxSearcher
 from baselines.proxy import DEFAULT_FRACTION, ProxyConfig
-from baselines.regularized_evolution import BETA_MUTATION, random_genotype
-from baselines.space import BETA_RANGE, distributions, genotype_from_params, genotype_params
+from baselines.regularized_evolution import BETA_MUTATION, CellSampler
+from baselines.space import BETA_RANGE, genotype_from_params
 from bench.searchers import Method, SearchOutcome, register
 from grafs.errors import UserError, unknown_name
 from grafs.genotype import Genotype
@@ -122,7 +121,7 @@ def check_settings(population: int, offspring: int, newcomer_share: float, selec
         raise unknown_name("selection", selection, SELECTIONS)
 
 
-class PangaeaSampler(BaseSampler):
+class PangaeaSampler(CellSampler):
     """Generational PANGAEA evolution of GRAFS cells, as an Optuna sampler."""
 
     def __init__(
@@ -142,12 +141,7 @@ class PangaeaSampler(BaseSampler):
             newcomer_share,
             selection,
         )
-        self.space, self.tune_betas = space, tune_betas
-        self._seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else seed
-        self._fallback = RandomSampler(seed=seed)
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return distributions(self.space, self.tune_betas)
+        super().__init__(seed, space, tune_betas)
 
     def survivors(self, trials: list[FrozenTrial], direction: StudyDirection) -> list[FrozenTrial]:
         """The ``population`` best distinct functions among ``trials``, best first (the earlier of equals)."""
@@ -168,23 +162,13 @@ class PangaeaSampler(BaseSampler):
         weights = np.arange(len(survivors), 0, -1, dtype=float)
         return survivors[int(rng.choice(len(survivors), p=weights / weights.sum()))]
 
-    def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, object]:
-        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        rng = np.random.default_rng([self._seed, len(finished)])
+    def propose(self, study: optuna.Study, finished: list[FrozenTrial], rng: np.random.Generator) -> Genotype:
         if len(finished) < self.population or rng.random() < self.newcomer_share:
-            return genotype_params(random_genotype(rng, self.space, self.tune_betas), self.tune_betas)
+            return self.random_cell(rng)
         generation = (len(finished) - self.population) // self.offspring
         bred_from = finished[: self.population + generation * self.offspring]
         parent = self.select(self.survivors(bred_from, study.direction), rng)
-        child = mutate(genotype_from_params(parent.params, self.tune_betas), rng, self.space, self.tune_betas)
-        return genotype_params(child, self.tune_betas)
-
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> object:
-        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+        return mutate(genotype_from_params(parent.params, self.tune_betas), rng, self.space, self.tune_betas)
 
 
 class PangaeaSearcher(BlackBoxSearcher):

@@ -92,18 +92,23 @@ def check_sizes(population: int, sample_size: int) -> None:
         raise UserError(f"the sample size must lie between 1 and the population size ({population}), got {sample_size}")
 
 
-class RegularizedEvolutionSampler(BaseSampler):
-    """Aging evolution of GRAFS cells; plug into any study built on :mod:`baselines.space`."""
+class CellSampler(BaseSampler):
+    """An Optuna sampler that proposes whole GRAFS cells, each chosen from the finished trials.
 
-    def __init__(
-        self, population_size: int = 20, sample_size: int = 5, seed: int | None = None, space: str = "standard",
-        tune_betas: bool = False,
-    ):
-        check_sizes(population_size, sample_size)
-        self.population_size, self.sample_size = population_size, sample_size
+    Subclasses implement :meth:`propose`; its random generator is seeded by the run's seed and
+    the number of finished trials, so a resumed study proposes what an uninterrupted one would.
+    """
+
+    def __init__(self, seed: int | None = None, space: str = "standard", tune_betas: bool = False):
         self.space, self.tune_betas = space, tune_betas
         self._seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else seed
         self._fallback = RandomSampler(seed=seed)
+
+    def propose(self, study: optuna.Study, finished: list[FrozenTrial], rng: np.random.Generator) -> Genotype:
+        raise NotImplementedError
+
+    def random_cell(self, rng: np.random.Generator) -> Genotype:
+        return random_genotype(rng, self.space, self.tune_betas)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return distributions(self.space, self.tune_betas)
@@ -113,16 +118,30 @@ class RegularizedEvolutionSampler(BaseSampler):
     ) -> dict[str, object]:
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         rng = np.random.default_rng([self._seed, len(finished)])
-        if len(finished) < self.population_size:
-            return genotype_params(random_genotype(rng, self.space, self.tune_betas), self.tune_betas)
-        population = finished[-self.population_size :]
-        contenders = [population[i] for i in rng.choice(len(population), self.sample_size, replace=False)]
-        sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
-        parent = max(contenders, key=lambda t: sign * t.value)  # the first of equals
-        child = mutate(genotype_from_params(parent.params, self.tune_betas), rng, self.space, self.tune_betas)
-        return genotype_params(child, self.tune_betas)
+        return genotype_params(self.propose(study, finished, rng), self.tune_betas)
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> object:
         return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+
+class RegularizedEvolutionSampler(CellSampler):
+    """Aging evolution of GRAFS cells; plug into any study built on :mod:`baselines.space`."""
+
+    def __init__(
+        self, population_size: int = 20, sample_size: int = 5, seed: int | None = None, space: str = "standard",
+        tune_betas: bool = False,
+    ):
+        check_sizes(population_size, sample_size)
+        super().__init__(seed, space, tune_betas)
+        self.population_size, self.sample_size = population_size, sample_size
+
+    def propose(self, study: optuna.Study, finished: list[FrozenTrial], rng: np.random.Generator) -> Genotype:
+        if len(finished) < self.population_size:
+            return self.random_cell(rng)
+        population = finished[-self.population_size :]
+        contenders = [population[i] for i in rng.choice(len(population), self.sample_size, replace=False)]
+        sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+        parent = max(contenders, key=lambda t: sign * t.value)  # the first of equals
+        return mutate(genotype_from_params(parent.params, self.tune_betas), rng, self.space, self.tune_betas)
