@@ -244,23 +244,25 @@ class BatchStream:
         if isinstance(self.data, LanguageData):
             return language_batch(self.tokens, block_size_of(self.task), self.batch_size, self.generator, self.device)
         while True:
-            if self._current is None:
-                self._current = classification_batches(
-                    self.data, self.indices, self.batch_size, self.augment, self.generator, self.device
-                )
-            batch = next(self._current, None)
+            batch = next(self._epoch(), None)
             if batch is not None:
                 return batch
-            self._current = None
-            self.epoch += 1
+            self._finish_epoch()
 
     def epoch_batches(self) -> Iterator[Batch]:
         """The remaining batches of the current classification epoch."""
+        yield from self._epoch()
+        self._finish_epoch()
+
+    def _epoch(self) -> Iterator[Batch]:
+        """The current epoch's batch iterator, shuffled anew when an epoch starts."""
         if self._current is None:
             self._current = classification_batches(
                 self.data, self.indices, self.batch_size, self.augment, self.generator, self.device
             )
-        yield from self._current
+        return self._current
+
+    def _finish_epoch(self) -> None:
         self._current = None
         self.epoch += 1
 
