@@ -3,8 +3,9 @@
 A campaign names its search tasks, the methods to compare (GRAFS in its modes and ablations, the
 black-box baselines), the fixed activations, the seeds, the budget multiples and the final
 evaluation. Expanding it gives a list of :class:`Unit` s: searches, and retrainings of every found
-and every fixed activation on the search task and its transfer targets (a PANGAEA find twice: with
-shared fixed betas and with betas learned per activation site). A unit is a pure function
+and every fixed activation on the search task and its transfer targets (black-box finds of the
+budget multiples named for transfer only; a PANGAEA find twice: with shared fixed betas and with
+betas learned per activation site). A unit is a pure function
 of its spec; its id is a hash of that spec, so the same grid always maps to the same folders.
 """
 
@@ -46,7 +47,7 @@ TOP_KEYS = {
     "scale",
     "device",
 }
-EVALUATION_KEYS = {"seeds", "targets"}
+EVALUATION_KEYS = {"seeds", "targets", "transfer_multiples"}
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,9 @@ class Campaign:
     fixed: tuple[str, ...]
     evaluation_seeds: tuple[int, ...]
     targets: str | tuple[str, ...]  # "all" transfer targets, or an explicit list
+    # Budget multiples whose black-box finds are also retrained on the transfer targets (None: every
+    # multiple); the others are retrained on their search task only. GRAFS finds always transfer.
+    transfer_multiples: tuple[float, ...] | None = None
     scale: tuple[tuple[str, int], ...] = ()
     source: str = ""
     device: str = "auto"
@@ -109,6 +113,10 @@ class Campaign:
     def targets_of(self, task: Task) -> tuple[str, ...]:
         chosen = task.transfer if self.targets == "all" else tuple(t for t in self.targets if t in task.transfer)
         return (task.name, *chosen)
+
+    def transfers(self, budget_multiple: float | None) -> bool:
+        """Whether finds at this budget multiple (None: GRAFS, no multiple) go to the transfer targets."""
+        return budget_multiple is None or self.transfer_multiples is None or budget_multiple in self.transfer_multiples
 
 
 @dataclass(frozen=True)
@@ -248,6 +256,16 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
                     f"{target!r} is not a transfer target of the campaign's tasks; "
                     f"valid choices: {', '.join(sorted(known))}",
                 )
+    transfer_multiples = None
+    if "transfer_multiples" in evaluation:
+        transfer_multiples = tuple(
+            float(m) for m in _list_of(source, "evaluation.transfer_multiples", evaluation["transfer_multiples"],
+                                       (int, float), allow_empty=True)
+        )
+        for multiple in transfer_multiples:
+            if multiple not in multiples:
+                raise _fail(source, "evaluation.transfer_multiples",
+                            f"{multiple:g} is not one of the budget multiples {', '.join(f'{m:g}' for m in multiples)}")
     scale = data.get("scale", {})
     if not isinstance(scale, dict):
         raise _fail(source, "scale", "expected a table of shortened lengths")
@@ -270,6 +288,7 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
         fixed=fixed,
         evaluation_seeds=evaluation_seeds,
         targets=targets,
+        transfer_multiples=transfer_multiples,
         scale=tuple(sorted(scale.items())),
         source=source,
         device=device,
@@ -346,10 +365,12 @@ def expand(campaign: Campaign) -> list[Unit]:
                     units.append(unit)
                     previous = unit
             for method, search in searches:
+                multiple = search.spec["budget_multiple"]
+                evaluated = targets if campaign.transfers(multiple) else (task_name,)
                 for label, learnable_betas in retrain_variants(method):
                     activation = {"search": search.id, **({"learnable_betas": True} if learnable_betas else {})}
                     units += _retrainings(
-                        campaign, label, activation, task_name, targets, seed, search.spec["budget_multiple"], scale,
+                        campaign, label, activation, task_name, evaluated, seed, multiple, scale,
                         depends_on=(search.id,),
                     )
         for name in campaign.fixed:

@@ -44,6 +44,16 @@ def test_expansion_orders_dependencies_and_ids_are_stable():
     assert [u.id for u in expand(parse_campaign(VALID))] == [u.id for u in units]
 
 
+def test_only_the_named_budget_multiples_transfer():
+    campaign = parse_campaign({**VALID, "evaluation": {**VALID["evaluation"], "transfer_multiples": [2]}})
+    retrains = [u for u in expand(campaign) if u.kind == "retrain"]
+    on_target = {(u.spec["label"], u.spec["budget_multiple"]) for u in retrains if u.spec["task"] == "digits-vit-mini"}
+    assert on_target == {("grafs", None), ("grafs-reference", None), ("random", 2.0), ("relu", None)}
+    on_task = {(u.spec["label"], u.spec["budget_multiple"]) for u in retrains if u.spec["task"] == "digits-vit"}
+    assert ("random", 1.0) in on_task
+    assert len(retrains) == 2 * (4 + 3) + 2  # every find on its task, three per seed on the target, relu twice
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -61,6 +71,7 @@ def test_expansion_orders_dependencies_and_ids_are_stable():
         ({"budget_unit": "hours"}, "unknown unit 'hours'"),
         ({"evaluation": {"targets": ["pydoc-gpt-micro"]}}, "not a transfer target of the campaign's tasks"),
         ({"evaluation": {"seeds": [0], "repeats": 3}}, r"key 'evaluation.repeats': unknown key"),
+        ({"evaluation": {"transfer_multiples": [3]}}, r"evaluation.transfer_multiples': 3 is not one of the budget"),
         ({"colour": "red"}, "key 'colour': unknown key; valid keys"),
         ({"scale": {"search_epochs": 0}}, "positive integer"),
     ],

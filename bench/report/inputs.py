@@ -44,12 +44,14 @@ def campaign_from_record(record: dict) -> Campaign:
         for m in record["methods"]
     )
     targets = record.get("targets", "all")
+    transfer_multiples = record.get("transfer_multiples")
     return Campaign(
         name=record["name"], description=record.get("description", ""), tasks=tuple(record["tasks"]),
         seeds=tuple(record["seeds"]), budget_multiples=tuple(float(m) for m in record["budget_multiples"]),
         budget_unit=record.get("budget_unit", "seconds"), methods=methods, fixed=tuple(record.get("fixed", ())),
         evaluation_seeds=tuple(record.get("evaluation_seeds", (0,))),
         targets=targets if targets == "all" else tuple(targets),
+        transfer_multiples=None if transfer_multiples is None else tuple(float(m) for m in transfer_multiples),
         scale=tuple((key, value) for key, value in record.get("scale") or ()), source=record.get("source", ""),
         device=record.get("device", "auto"),
     )

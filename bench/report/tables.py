@@ -351,7 +351,8 @@ def _matches(value: float, target: float, metric: Metric) -> bool:
 def transfer(units: pd.DataFrame, campaign: Campaign) -> tuple[Table, Table]:
     """Activations x (search task and transfer targets): the table and its ReLU-to-best normalisation."""
     table = cells(replicate_scores(units, campaign))
-    order = [e.name for e in entries(campaign) if e.fixed] + [e.name for e in entries(campaign) if not e.fixed]
+    transferred = [e for e in entries(campaign) if campaign.transfers(e.budget_multiple)]
+    order = [e.name for e in transferred if e.fixed] + [e.name for e in transferred if not e.fixed]
     named = named_columns(campaign)
     names = [name for _, _, name in named]
     means = pd.DataFrame(index=order, columns=names, dtype=float)
@@ -388,6 +389,10 @@ def transfer(units: pd.DataFrame, campaign: Campaign) -> tuple[Table, Table]:
         f"Columns: {search_note}. A method's row uses, in each column, the activations it found on that "
         "column's search task.",
     )
+    if campaign.transfer_multiples is not None:
+        shown_multiples = ", ".join(f"{m:g}x" for m in sorted(campaign.transfer_multiples)) or "none"
+        notes += (f"Black-box methods appear with their finds at the budgets retrained on the transfer targets "
+                  f"({shown_multiples}); the efficiency table has every budget on the search task.",)
     shown = display.reset_index(names="Activation")
     transfer_table = Table("transfer", "Transfer: test metric on the search task and its transfer targets", data,
                            shown, bold.reset_index(drop=True).assign(Activation=False)[shown.columns], notes)
