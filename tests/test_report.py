@@ -82,9 +82,9 @@ def _retrain_row(unit, spec: dict) -> dict:
     }
 
 
-def write_fixture(out: Path) -> dict:
+def write_fixture(out: Path, spec: dict = CAMPAIGN) -> dict:
     """campaign.json as the runner writes it, and the three gathered tables with gather's columns."""
-    campaign = parse_campaign(CAMPAIGN, source="test")
+    campaign = parse_campaign(spec, source="test")
     units = expand(campaign)
     out.mkdir(parents=True, exist_ok=True)
     write_campaign_record(campaign, units, out)
@@ -185,6 +185,17 @@ def test_transfer_table(complete):
     assert normalised.iloc[:, :4].max().tolist() == [1.0, 1.0, 1.0, 1.0]
     text = (complete / "report.md").read_text()
     assert "| relu |" in text and "n=" not in text.split("## Statistics")[0]
+
+
+def test_transfer_table_keeps_the_budgets_retrained_on_the_targets(tmp_path):
+    write_fixture(tmp_path, {**CAMPAIGN, "evaluation": {**CAMPAIGN["evaluation"], "transfer_multiples": [2]}})
+    build_report(tmp_path)
+    assert read_csv(tmp_path, "transfer")["activation"].tolist() == [
+        "relu", "gelu", "silu", "grafs", "grafs-reference", "random (2x)"]
+    assert {"random (1x)", "random (2x)"} <= set(read_csv(tmp_path, "efficiency")["method"])
+    text = (tmp_path / "report.md").read_text()
+    assert "finds at the budgets retrained on the transfer targets (2x)" in text
+    assert "n=" not in text.split("## Statistics")[0] and "(incomplete)" not in text
 
 
 def test_statistics(complete):
