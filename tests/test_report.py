@@ -14,6 +14,7 @@ from bench.campaign import expand, parse_campaign
 from bench.cli import main
 from bench.report import build_report
 from bench.report.stats import cliques, holm
+from bench.report.tables import named_columns, normalised_transfer
 from bench.runner import write_campaign_record
 from bench.tasks import get_task
 from grafs.errors import UserError
@@ -185,6 +186,21 @@ def test_transfer_table(complete):
     assert normalised.iloc[:, :4].max().tolist() == [1.0, 1.0, 1.0, 1.0]
     text = (complete / "report.md").read_text()
     assert "| relu |" in text and "n=" not in text.split("## Statistics")[0]
+
+
+def test_normalisation_names_the_columns_where_relu_is_best():
+    campaign = parse_campaign(CAMPAIGN, source="test")
+    names = [name for _, _, name in named_columns(campaign)]
+    order = ["relu", "gelu", "grafs"]
+    means = pd.DataFrame({name: [0.9, 0.8, 0.95] for name in names}, index=order)
+    means["digits-vit-mini"] = [0.9, 0.8, 0.85]  # ReLU best: nothing to normalise against
+    incomplete = pd.DataFrame(False, index=order, columns=names)
+    table = normalised_transfer(means, incomplete, campaign, order)
+    values = table.data.set_index("activation")
+    assert values["digits-vit"].tolist() == pytest.approx([0.0, -2.0, 1.0])
+    assert values["digits-vit-mini"].isna().all()
+    assert values["Mean"].notna().all()  # the empty column stays out of the mean
+    assert any("ReLU is the best activation on digits-vit-mini" in note for note in table.notes)
 
 
 def test_transfer_table_keeps_the_budgets_retrained_on_the_targets(tmp_path):

@@ -396,10 +396,10 @@ def transfer(units: pd.DataFrame, campaign: Campaign) -> tuple[Table, Table]:
     shown = display.reset_index(names="Activation")
     transfer_table = Table("transfer", "Transfer: test metric on the search task and its transfer targets", data,
                            shown, bold.reset_index(drop=True).assign(Activation=False)[shown.columns], notes)
-    return transfer_table, _normalised(means, incomplete, campaign, order)
+    return transfer_table, normalised_transfer(means, incomplete, campaign, order)
 
 
-def _normalised(means: pd.DataFrame, incomplete: pd.DataFrame, campaign: Campaign, order: list[str]) -> Table:
+def normalised_transfer(means: pd.DataFrame, incomplete: pd.DataFrame, campaign: Campaign, order: list[str]) -> Table:
     """Per column, ReLU -> 0 and the best activation -> 1 (negative: worse than ReLU)."""
     named = named_columns(campaign)
     names = [name for _, _, name in named]
@@ -407,6 +407,7 @@ def _normalised(means: pd.DataFrame, incomplete: pd.DataFrame, campaign: Campaig
     notes = ["Per column, ReLU is 0 and the best activation 1; negative values are worse than ReLU. "
              "Mean: the average over the columns."]
     if "relu" in means.index:
+        relu_best = []
         for _, target, name in named:
             metric = get_task(target).metric
             column = means[name]
@@ -414,6 +415,11 @@ def _normalised(means: pd.DataFrame, incomplete: pd.DataFrame, campaign: Campaig
             best = column.max() if metric.direction == "max" else column.min()
             if math.isfinite(relu) and math.isfinite(best) and best != relu:
                 values[name] = (column - relu) / (best - relu)
+            elif math.isfinite(relu) and best == relu:
+                relu_best.append(name)
+        if relu_best:
+            notes.append(f"ReLU is the best activation on {', '.join(relu_best)}: a scale from ReLU to the best "
+                         "is empty there, so that column shows – and stays out of the mean.")
     else:
         notes.append("The campaign retrains no ReLU, so nothing is normalised.")
     values["Mean"] = values[names].mean(axis=1)
