@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import matplotlib.lines
 import matplotlib.ticker
 
 matplotlib.use("Agg")
@@ -45,7 +46,7 @@ def save(figure, folder: Path, name: str, caption: str) -> Figure:
         handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=f".{extension}")
         os.close(handle)
         try:
-            figure.savefig(temporary, format=extension, dpi=DPI, metadata=metadata)
+            figure.savefig(temporary, format=extension, dpi=DPI, metadata=metadata, bbox_inches="tight")
             os.replace(temporary, folder / f"{name}.{extension}")
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -164,6 +165,9 @@ def cost_versus_metric(units: pd.DataFrame, scores: pd.DataFrame, campaign: Camp
     cost, cost_label = _cost_column(campaign)
     column = {"wall_seconds": "cost_wall_seconds", "epoch_equivalents": "cost_epoch_equivalents"}[cost]
     palette = _palette(campaign)
+    # Colour names the method and the marker the budget: labels written next to the points overlap.
+    budgets = [_budget_name(None), *(_budget_name(m) for m in sorted(campaign.budget_multiples))]
+    markers = dict(zip(budgets, "osD^vP*X", strict=False))
     searches = units[(units["kind"] == "search") & (units["state"] == "done")]
     with sns.axes_style("whitegrid"):
         figure, axes = plt.subplots(1, len(campaign.tasks), figsize=(5.6 * len(campaign.tasks), 4.0), squeeze=False)
@@ -175,29 +179,37 @@ def cost_versus_metric(units: pd.DataFrame, scores: pd.DataFrame, campaign: Camp
             points["cost"] = pd.to_numeric(points[column], errors="coerce")
             points["metric"] = points["value"].astype(float) * _scale(metric)
             points = points[(points["cost"] > 0) & np.isfinite(points["metric"])]
-            points["budget"] = ["GRAFS" if pd.isna(m) else f"{m:g}x" for m in points["budget_multiple"]]
+            points["budget"] = [_budget_name(m) for m in points["budget_multiple"]]
             if not points.empty:
-                sns.scatterplot(points, x="cost", y="metric", hue="label", style="budget", palette=palette, alpha=0.35,
-                                s=22, ax=axis, legend=False)
-                means = points.groupby(["entry", "label"], sort=True).agg(
+                sns.scatterplot(points, x="cost", y="metric", hue="label", style="budget", markers=markers,
+                                palette=palette, alpha=0.35, s=22, ax=axis, legend=False)
+                means = points.groupby(["entry", "label", "budget"], sort=True).agg(
                     cost=("cost", "mean"), metric=("metric", "mean"), cost_sd=("cost", "std"),
                     metric_sd=("metric", "std")).reset_index()
                 for row in means.itertuples():
                     axis.errorbar(row.cost, row.metric, xerr=_nan_zero(row.cost_sd), yerr=_nan_zero(row.metric_sd),
-                                  fmt="o", color=palette[row.label], ms=6, capsize=2, lw=1)
-                    axis.annotate(row.entry, (row.cost, row.metric), fontsize=6, xytext=(4, 4),
-                                  textcoords="offset points")
+                                  fmt=markers[row.budget], color=palette[row.label], ms=6, capsize=2, lw=1)
                 _log_x(axis)
             _fixed_lines(axis, units, task, "test_metric", metric)
             axis.set_title(task)
             axis.set_xlabel(cost_label)
             axis.set_ylabel(_axis_label("retrained test", metric))
+        handles = [matplotlib.lines.Line2D([], [], color=palette[m.label], marker="o", ls="", label=m.label)
+                   for m in campaign.methods]
+        handles += [matplotlib.lines.Line2D([], [], color="0.3", marker=markers[b], ls="", label=b) for b in budgets
+                    if b in markers]
+        figure.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
         figure.tight_layout()
     caption = (
         "Search cost against the found activation's test metric after retraining on the search task: faint points "
-        "per search seed, large points mean ± std per method and budget. Dotted: fixed activations (no search)."
+        "per search seed, large points mean ± std per method (colour) and budget (marker). Dotted: fixed "
+        "activations (no search)."
     )
     return save(figure, folder, "cost_vs_metric", caption)
+
+
+def _budget_name(multiple: float | None) -> str:
+    return "GRAFS (its own cost)" if multiple is None or pd.isna(multiple) else f"{multiple:g}x GRAFS"
 
 
 def _nan_zero(value: float) -> float:
