@@ -24,7 +24,7 @@ import seaborn as sns  # noqa: E402
 from bench.campaign import Campaign  # noqa: E402
 from bench.plots import activation_grid, activation_values, draw_comparison  # noqa: E402
 from bench.report.stats import Friedman, cliques  # noqa: E402
-from bench.report.tables import Entry, entries  # noqa: E402
+from bench.report.tables import NORMALISED_FLOOR, Entry, entries, normalised_text  # noqa: E402
 from bench.tasks import Metric, get_task  # noqa: E402
 from grafs.genotype import Genotype  # noqa: E402
 
@@ -267,17 +267,20 @@ def activations(units: pd.DataFrame, scores: pd.DataFrame, campaign: Campaign, t
 
 
 def transfer_heatmap(normalised: pd.DataFrame, folder: Path) -> Figure:
-    values = normalised.set_index("activation").astype(float)
+    exact = normalised.set_index("activation").astype(float)
+    values = exact.clip(lower=NORMALISED_FLOOR)
+    texts = exact.map(lambda v: normalised_text(v) if math.isfinite(v) else "")
     with sns.axes_style("white"):
         figure, axis = plt.subplots(figsize=(1.25 * values.shape[1] + 3.0, 0.42 * values.shape[0] + 1.6))
-        sns.heatmap(values, annot=True, fmt=".2f", cmap="RdYlGn", vmin=-1.0, vmax=1.0, center=0.0, linewidths=0.5,
+        sns.heatmap(values, annot=texts.to_numpy(), fmt="", cmap="RdYlGn", vmin=NORMALISED_FLOOR, vmax=1.0,
+                    center=0.0, linewidths=0.5,
                     cbar_kws={"label": "normalised (ReLU 0, best 1)"}, annot_kws={"fontsize": 7}, ax=axis)
         axis.set_ylabel("")
         axis.tick_params(axis="x", rotation=30)
         plt.setp(axis.get_xticklabels(), ha="right")
         figure.tight_layout()
     caption = ("Transfer heatmap: per evaluated task, the test metric normalised between ReLU (0) and the best "
-               "activation (1); colours clipped to [-1, 1], blank where no result exists.")
+               f"activation (1), floored at {NORMALISED_FLOOR:g} as in the table; blank where no result exists.")
     return save(figure, folder, "transfer_heatmap", caption)
 
 

@@ -20,6 +20,9 @@ from bench.campaign import Campaign, retrain_variants
 from bench.tasks import Metric, get_task
 
 MISSING = "–"
+# Normalised transfer scores below this are shown as "< -1": when ReLU is within noise of the best,
+# the scale (best - ReLU) is tiny and the raw quotient runs to -100 and beyond.
+NORMALISED_FLOOR = -1.0
 
 
 @dataclass(frozen=True)
@@ -404,8 +407,10 @@ def normalised_transfer(means: pd.DataFrame, incomplete: pd.DataFrame, campaign:
     named = named_columns(campaign)
     names = [name for _, _, name in named]
     values = pd.DataFrame(np.nan, index=order, columns=names)
-    notes = ["Per column, ReLU is 0 and the best activation 1; negative values are worse than ReLU. "
-             "Mean: the average over the columns."]
+    notes = [f"Per column, ReLU is 0 and the best activation 1; negative values are worse than ReLU, shown as "
+             f"< {NORMALISED_FLOOR:g} when more than the best's gain over ReLU below it (the CSV keeps the exact "
+             f"value). Mean: the average over the columns, each value floored at {NORMALISED_FLOOR:g}, so one "
+             "column where ReLU is within noise of the best cannot swamp it."]
     if "relu" in means.index:
         relu_best = []
         for _, target, name in named:
@@ -422,8 +427,8 @@ def normalised_transfer(means: pd.DataFrame, incomplete: pd.DataFrame, campaign:
                          "is empty there, so that column shows – and stays out of the mean.")
     else:
         notes.append("The campaign retrains no ReLU, so nothing is normalised.")
-    values["Mean"] = values[names].mean(axis=1)
-    display = values.map(lambda v: f"{v + 0.0:.2f}" if math.isfinite(v) else MISSING)  # + 0.0: no "-0.00"
+    values["Mean"] = values[names].clip(lower=NORMALISED_FLOOR).mean(axis=1)
+    display = values.map(normalised_text)
     marked = incomplete.reindex(index=order, columns=names).fillna(True)
     for name in names:
         display[name] = [_dagger(text, marked.loc[e, name]) for e, text in display[name].items()]
@@ -435,6 +440,14 @@ def normalised_transfer(means: pd.DataFrame, incomplete: pd.DataFrame, campaign:
     shown = display.reset_index(names="Activation")
     return Table("transfer_normalised", "Transfer, normalised between ReLU (0) and the best activation (1)", data,
                  shown, bold.reset_index(drop=True).assign(Activation=False)[shown.columns], tuple(notes))
+
+
+def normalised_text(value: float) -> str:
+    if not math.isfinite(value):
+        return MISSING
+    if value < NORMALISED_FLOOR:
+        return f"< {NORMALISED_FLOOR:g}"
+    return f"{value + 0.0:.2f}"  # + 0.0: no "-0.00"
 
 
 def _dagger(text: str, incomplete: bool) -> str:
