@@ -161,6 +161,8 @@ def test_efficiency_table(complete):
     assert vit.loc["grafs", "seconds_mean"] == pytest.approx(44.0)
     assert vit.loc["random (2x)", "candidates"] == 15  # 16 trials, one duplicate
     assert vit.loc["relu", "seconds_mean"] == 0
+    assert vit.loc["random (2x)", "budget_used"] == pytest.approx(1.1)  # seeds spend 1.0, 1.1, 1.2 x the budget
+    assert np.isnan(vit.loc["grafs", "budget_used"])  # GRAFS sets the budgets, it has none
     gpt = table[table["search_task"] == "pydoc-gpt"].set_index("method")
     assert gpt.loc["grafs", "test_metric_mean"] < gpt.loc["relu", "test_metric_mean"]  # a loss: lower is better
     assert gpt.loc["grafs", "rank"] == 1
