@@ -13,7 +13,7 @@ import torch
 from bench.campaign import expand, parse_campaign
 from bench.cli import main
 from bench.report import build_report
-from bench.report.stats import cliques, holm
+from bench.report.stats import cliques, holm, summary
 from bench.report.tables import named_columns, normalised_transfer
 from bench.runner import write_campaign_record
 from bench.tasks import get_task
@@ -228,6 +228,17 @@ def test_statistics(complete):
     assert "The Friedman test finds" in text and "critical_difference.png" in text
     assert holm([0.01, 0.04, float("nan"), 0.03]) == pytest.approx([0.03, 0.06, float("nan"), 0.06], nan_ok=True)
     assert cliques(pd.Series([1.0, 1.5, 3.0, 3.2]), 1.0) == [(0, 1), (2, 3)]
+
+
+def test_summary_names_grafs_whichever_way_a_difference_goes():
+    tests = pd.DataFrame({"other": ["relu", "gelu", "silu"], "wins": [1, 9, 4], "losses": [9, 1, 5],
+                          "p": [0.001, 0.002, 0.4], "significant": [True, True, False]})
+    table = pd.DataFrame({"grafs": [1.0, 2.0], "relu": [1.0, 2.0]})
+    assert summary(tests, None, "grafs", table)[1] == (
+        "grafs is significantly better than gelu; significantly worse than relu (Holm-adjusted p < 0.05); "
+        "every other difference is not significant.")
+    only_worse = tests.assign(significant=[True, False, False])
+    assert summary(only_worse, None, "grafs", table)[1].startswith("grafs is significantly worse than relu")
 
 
 def test_report_is_identical_when_built_twice(complete, tmp_path):

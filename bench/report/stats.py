@@ -191,6 +191,6 @@ def summary(tests: pd.DataFrame, result: Friedman | None, reference: str | None,
         if better:
             parts.append(f"{reference} is significantly better than {', '.join(better)}")
         if worse:
-            parts.append(f"significantly worse than {', '.join(worse)}")
+            parts.append(f"{'' if better else reference + ' is '}significantly worse than {', '.join(worse)}")
         lines.append("; ".join(parts) + f" (Holm-adjusted p < {ALPHA}); every other difference is not significant.")
     return lines
