@@ -345,7 +345,8 @@ def time_to_target(units: pd.DataFrame, campaign: Campaign) -> Table:
     notes = (
         "The smallest budget multiple (of the GRAFS search's cost) at which the method's found activation, "
         "retrained, reaches GRAFS's mean test metric on the search task; '> k x' when it never does within "
-        "the largest budget. 'incomplete' when a mean it rests on misses units.",
+        "the largest budget. 'incomplete' when a mean it rests on misses units. The multiples are the budgets "
+        "granted; the efficiency table's 'Budget used' says where a method spent more.",
     )
     return Table("time_to_target", "Time to target: the budget a black-box method needs to match GRAFS",
                  pd.DataFrame(rows), pd.DataFrame(shown, columns=columns_), None, notes)
