@@ -39,3 +39,29 @@ def test_the_quick_campaign_ends_with_the_report(tmp_path):
     report = (out / "report.md").read_text()
     assert "## Efficiency" in report and "## Transfer" in report
     assert (out / "report.html").stat().st_size > 50_000 and (out / "mlflow.db").exists()
+
+
+def test_committed_results_are_the_report_the_code_builds(tmp_path):
+    """results/ is a complete report input; rebuilding it with this code gives the committed files
+    (the environment block names the building commit, so report.md is compared without it)."""
+    committed = ROOT / "results"
+    rebuilt = tmp_path / "results"
+    rebuilt.mkdir()
+    (rebuilt / "campaign.json").write_bytes((committed / "campaign.json").read_bytes())
+    (rebuilt / "tables").mkdir()
+    for table in ("units", "trace", "history"):
+        name = f"tables/{table}.parquet"
+        (rebuilt / name).write_bytes((committed / name).read_bytes())
+    result = cli("report", str(rebuilt), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for pattern in ("tables/*.csv", "tables/*.tex", "figures/*.png", "figures/*.pdf"):
+        names = sorted(p.relative_to(committed) for p in committed.glob(pattern))
+        assert names == sorted(p.relative_to(rebuilt) for p in rebuilt.glob(pattern))
+        for name in names:
+            assert (rebuilt / name).read_bytes() == (committed / name).read_bytes(), name
+
+    def without_environment(path: Path) -> str:
+        return path.read_text().split("## Environment")[0]
+
+    assert without_environment(rebuilt / "report.md") == without_environment(committed / "report.md")
+    assert "All 960 declared units finished with status ok." in (committed / "report.md").read_text()
