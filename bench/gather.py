@@ -63,6 +63,7 @@ def _unit_row(unit: dict, state: str, folder: Path) -> dict:
             budget_unit=budget.get("unit"),
             budget_limit_seconds=(budget.get("limits") or {}).get("seconds"),
             budget_limit_sample_passes=(budget.get("limits") or {}).get("sample_passes"),
+            budget_spent_share=(budget.get("spent_share") or {}).get(budget.get("unit")),
             candidates=(result.get("evaluations") or {}).get("trained"),
         )
     else:

@@ -68,6 +68,7 @@ def _search_row(unit, spec: dict) -> tuple[dict, list[dict]]:
         "cost_epoch_equivalents": 0.5 * points, "cost_full_trainings": 0.25 * points,
         "budget_unit": spec["budget_unit"], "budget_limit_seconds": None if budget is None else 40.0 * budget,
         "budget_limit_sample_passes": None, "candidates": None,
+        "budget_spent_share": None if budget is None else seconds / (40.0 * budget),
     }
     return row, trace
 

@@ -20,8 +20,7 @@ NOT_GATHERED = "not gathered"
 # Columns the report reads; gather writes them only for finished units, so they may be absent.
 RESULT_COLUMNS = (
     "state", "method", "status", "error", "formula", "genotype", "cost_wall_seconds", "cost_epoch_equivalents",
-    "cost_full_trainings", "cost_sample_passes", "budget_unit", "budget_limit_seconds", "budget_limit_sample_passes",
-    "candidates", "val_metric", "test_metric",
+    "cost_full_trainings", "budget_spent_share", "candidates", "val_metric", "test_metric",
 )
 TRACE_COLUMNS = (
     "unit_id", "label", "task", "seed", "budget_multiple", "step", "status", "incumbent_score", "wall_seconds",

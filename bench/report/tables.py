@@ -254,11 +254,12 @@ def efficiency(units: pd.DataFrame, trace: pd.DataFrame, campaign: Campaign) -> 
                 done = group[group["state"] == "done"]
                 for key, column in costs.items():
                     values = pd.to_numeric(done[column], errors="coerce").astype(float)
-                    row[f"{key}_mean"] = float(values.mean()) if len(values) else math.nan
+                    row[f"{key}_mean"] = _mean(values)
                     row[f"{key}_std"] = float(values.std()) if len(values) > 1 else math.nan
                 row.update(
                     candidates=float(counted.reindex(done["unit_id"]).mean()) if len(done) else math.nan,
-                    searches=len(done), searches_expected=len(group), budget_used=budget_used(done),
+                    searches=len(done), searches_expected=len(group),
+                    budget_used=_mean(pd.to_numeric(done["budget_spent_share"], errors="coerce").astype(float)),
                 )
             mean, std, n, expected = _cell(table, (entry.name, task, task))
             row.update(test_metric_mean=mean, test_metric_std=std, test_n=n, test_expected=expected)
@@ -352,25 +353,8 @@ def time_to_target(units: pd.DataFrame, campaign: Campaign) -> Table:
                  pd.DataFrame(rows), pd.DataFrame(shown, columns=columns_), None, notes)
 
 
-# Spent and limit columns per budget unit; epoch-equivalents are sample passes over one split size.
-_BUDGET_COLUMNS = {
-    "seconds": ("cost_wall_seconds", "budget_limit_seconds"),
-    "sample_passes": ("cost_sample_passes", "budget_limit_sample_passes"),
-    "epoch_equivalents": ("cost_sample_passes", "budget_limit_sample_passes"),
-}
-
-
-def budget_used(searches: pd.DataFrame) -> float:
-    """Mean over ``searches`` of spent / budget in each search's own budget unit; NaN without budgets."""
-    shares = []
-    for row in searches.itertuples():
-        columns_ = _BUDGET_COLUMNS.get(getattr(row, "budget_unit", None))
-        if columns_ is None:
-            continue
-        spent, limit = (pd.to_numeric(getattr(row, c), errors="coerce") for c in columns_)
-        if math.isfinite(spent) and math.isfinite(limit) and limit > 0:
-            shares.append(spent / limit)
-    return float(np.mean(shares)) if shares else math.nan
+def _mean(values: pd.Series) -> float:
+    return float(values.mean()) if len(values) else math.nan
 
 
 def _matches(value: float, target: float, metric: Metric) -> bool:
