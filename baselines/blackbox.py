@@ -31,46 +31,20 @@ from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESample
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import spearmanr
 
-from baselines.proxy import DEFAULT_FRACTION, Evaluation, ProxyConfig, ProxyEvaluator
-from baselines.regularized_evolution import RegularizedEvolutionSampler, check_sizes
+from baselines.options import BlackBoxOptions, EvolutionOptions
+from baselines.proxy import Evaluation, ProxyEvaluator
 from baselines.space import BETA_POLICIES, suggest_genotype
-from bench.runs import epoch_samples
-from bench.searchers import (
-    Budget,
-    Method,
-    Searcher,
-    SearchOutcome,
-    improves,
-    register,
-    spending,
-    trace_row,
-)
+from bench.budget import Budget
+from bench.data.base import Dataset
+from bench.searchers import Searcher, SearchOutcome, improves, spending, trace_row
 from bench.tasks import Task
-from bench.training import Cost
-from grafs.errors import UserError, unknown_name
+from grafs.cost import Cost
+from grafs.errors import UserError
 from grafs.genotype import Genotype
-from grafs.ops import SPACES
 
 STUDY_FILE = "study.db"
 MAX_DUPLICATE_STREAK = 200
 """A sampler that proposes only known functions this many times in a row has converged: stop."""
-
-COMMON_OPTIONS: dict[str, type] = {
-    "proxy_fraction": float, "proxy_epochs": int, "proxy_iterations": int, "tune_betas": bool, "space": str,
-}
-SAMPLER_OPTIONS: dict[str, dict[str, type]] = {
-    "random": {},
-    "evolution": {"population": int},
-    "regularized-evolution": {"population": int, "sample_size": int},
-    "tpe": {},
-}
-SUMMARIES = {
-    "random": "random search over the cell (Optuna RandomSampler)",
-    "evolution": "genetic search over the cell (Optuna NSGAIISampler, single objective)",
-    "regularized-evolution": "regularized (aging) evolution with PANGAEA-style mutations of the cell",
-    "tpe": "Bayesian optimisation over the cell (Optuna TPESampler)",
-}
-
 
 class Evaluator(Protocol):
     """Scores one genotype; ``description`` names its settings (stored with the study)."""
@@ -102,49 +76,37 @@ class Proposer(Protocol):
     def __call__(self, study: optuna.Study, ledger: Ledger) -> Proposal: ...
 
 
+SamplerFactory = Callable[[int], BaseSampler]
+"""Builds a search's Optuna sampler from the run's seed."""
+
+ProposerFactory = Callable[[Task, Dataset, int, object], Proposer]
+"""Builds a model-based search's proposer from the task, its data, the seed and the device."""
+
+
 class BlackBoxSearcher(Searcher):
-    """A sampler proposing cells, a proxy training scoring them, a budget stopping them."""
+    """A sampler (or a proposer) choosing cells, a proxy training scoring them, a budget stopping them.
+
+    Every black-box method is this one loop with its own sampler: the methods differ only in
+    how they choose the next candidate (see the ``*_search`` builders of each module).
+    ``learnable_betas``: candidates train their betas per activation site (PANGAEA).
+    """
 
     def __init__(
-        self, method: str, *, proxy_fraction: float = DEFAULT_FRACTION, proxy_epochs: int | None = None,
-        proxy_iterations: int | None = None, tune_betas: bool = False, space: str = "standard", population: int = 20,
-        sample_size: int = 5,
+        self, method: str, options: BlackBoxOptions, sampler: SamplerFactory, proposer: ProposerFactory | None = None,
+        learnable_betas: bool = False,
     ):
-        if method not in SAMPLER_OPTIONS:
-            raise unknown_name("black-box method", method, SAMPLER_OPTIONS)
-        check_sizes(population, sample_size)
-        self.configure(method, ProxyConfig(proxy_fraction, proxy_epochs, proxy_iterations), tune_betas, space)
-        given = {"population": population, "sample_size": sample_size}
-        self.sampler_options = {name: given[name] for name in SAMPLER_OPTIONS[method]}
-
-    def configure(self, method: str, proxy: ProxyConfig, tune_betas: bool, space: str,
-                  learnable_betas: bool = False) -> None:
-        """The settings every black-box search has; a search with its own sampler or proposals calls it
-        from its ``__init__``. ``learnable_betas``: candidates train their betas per activation site."""
-        if space not in SPACES:
-            raise unknown_name("operation space", space, SPACES)
-        self.method, self.proxy, self.tune_betas, self.space = method, proxy, tune_betas, space
-        self.learnable_betas = learnable_betas
+        self.method, self.options, self.sampler = method, options, sampler
+        self.proposer, self.learnable_betas = proposer, learnable_betas
 
     @property
     def config(self) -> dict:
-        return {"sampler": self.method, **self.sampler_options, "tune_betas": self.tune_betas, "space": self.space,
-                "proxy": asdict(self.proxy)}
-
-    def make_sampler(self, seed: int) -> BaseSampler:
-        options = self.sampler_options
-        if self.method == "random":
-            return RandomSampler(seed=seed)
-        if self.method == "tpe":
-            return TPESampler(seed=seed)
-        if self.method == "evolution":
-            return NSGAIISampler(population_size=options["population"], seed=seed)
-        return RegularizedEvolutionSampler(options["population"], options["sample_size"], seed, self.space,
-                                           self.tune_betas)
+        return {"sampler": self.method, **asdict(self.options)}
 
     def search(self, task, seed, budget, *, data, out, device="cpu", progress=None) -> SearchOutcome:
-        evaluate = ProxyEvaluator(task, data, seed, self.proxy, device, learnable_betas=self.learnable_betas)
-        return self.run(task, seed, budget, evaluate, Path(out), epoch_samples(task, data), progress)
+        evaluate = ProxyEvaluator(task, data, seed, self.options.proxy, device, learnable_betas=self.learnable_betas)
+        proposer = self.proposer(task, data, seed, device) if self.proposer else None
+        samples_per_epoch = data.samples_per_epoch(task.block_size)
+        return self.run(task, seed, budget, evaluate, Path(out), samples_per_epoch, progress, proposer)
 
     def run(
         self, task: Task, seed: int, budget: Budget | None, evaluate: Evaluator, out: Path, samples_per_epoch: int,
@@ -180,7 +142,7 @@ class BlackBoxSearcher(Searcher):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         name = f"{self.method}-{task.name}-s{seed}"
         study = optuna.create_study(
-            storage=study_storage(out / STUDY_FILE), sampler=self.make_sampler(seed), study_name=name,
+            storage=study_storage(out / STUDY_FILE), sampler=self.sampler(seed), study_name=name,
             direction="maximize" if task.metric.direction == "max" else "minimize", load_if_exists=True,
         )
         settings = json.loads(json.dumps({**self.config, "task": task.name, "seed": seed, "evaluator": evaluator}))
@@ -206,7 +168,7 @@ class BlackBoxSearcher(Searcher):
         chosen = proposal.cost if proposal else Cost()
         trial = study.ask()
         try:
-            genotype = suggest_genotype(trial, self.space, self.tune_betas)
+            genotype = suggest_genotype(trial, self.options.space, self.options.tune_betas)
             fingerprint = genotype.fingerprint()
             trial.set_user_attr("genotype", genotype.to_dict())
             trial.set_user_attr("formula", genotype.formula())
@@ -310,7 +272,7 @@ class Ledger:
             status="ok" if best else "diverged",
             message=summary if best else f"no candidate trained without diverging; {summary}",
             best_score=best.value if best else self.task.metric.worst,
-            betas=BETA_POLICIES[searcher.tune_betas],
+            betas=BETA_POLICIES[searcher.options.tune_betas],
             trace=self.trace,
             cost=Cost(self.cost.wall_seconds, self.cost.train_samples, self.cost.eval_samples),
             budget=budget,
@@ -319,6 +281,7 @@ class Ledger:
                 "best_trial": best.number if best else None,
                 "evaluations": dict(counts),
                 "study": {"storage": STUDY_FILE, "name": study_name},
+                "per_layer": searcher.learnable_betas,
             },
             scored_on="last 25 % of the training split, after the proxy training",
         )
@@ -352,9 +315,14 @@ def _exclusive(lock: Path, out: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-for _method, _options in SAMPLER_OPTIONS.items():
-    register(Method(
-        _method, SUMMARIES[_method],
-        lambda m=_method, **options: BlackBoxSearcher(m, **options),
-        {**COMMON_OPTIONS, **_options},
-    ))
+def random_search(method: str, options: BlackBoxOptions) -> BlackBoxSearcher:
+    return BlackBoxSearcher(method, options, lambda seed: RandomSampler(seed=seed))
+
+
+def tpe_search(method: str, options: BlackBoxOptions) -> BlackBoxSearcher:
+    return BlackBoxSearcher(method, options, lambda seed: TPESampler(seed=seed))
+
+
+def evolution_search(method: str, options: EvolutionOptions) -> BlackBoxSearcher:
+    """NSGA-II as a single-objective genetic algorithm: uniform crossover, resampling mutation."""
+    return BlackBoxSearcher(method, options, lambda seed: NSGAIISampler(population_size=options.population, seed=seed))

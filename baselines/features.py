@@ -26,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from baselines.options import FISHER_BATCH
 from bench.data.base import Dataset
-from bench.search_task import split_for_search
+from bench.search_task import ARCH_SHARE
 from bench.tasks import Task
-from bench.training import BatchStream, Cost, build_model, seed_everything
+from bench.training import BatchStream, build_model, seed_everything
+from grafs.cost import Cost
 from grafs.genotype import Genotype, fingerprint_points
 from grafs.ops import INF
 
@@ -43,7 +45,6 @@ MAX_FACTOR_SIZE = 1024
 """Layers with a wider K-FAC factor (e.g. a language model's vocabulary head) are left out of the
 spectrum for every candidate alike: their eigendecomposition would cost more than the rest."""
 
-FISHER_BATCH = 32
 
 
 def output_features(genotype: Genotype) -> np.ndarray:
@@ -127,7 +128,7 @@ class FeatureExtractor:
         self, task: Task, data: Dataset, seed: int, device: str | torch.device = "cpu", batch_size: int = FISHER_BATCH
     ):
         self.task, self.data, self.seed, self.device = task, data, seed, torch.device(device)
-        weight_part, _ = split_for_search(data)
+        weight_part, _ = data.search_split(ARCH_SHARE)
         stream = BatchStream(task, data, batch_size, seed, self.device, weight_part)
         self.batch = stream.next_batch()
         self.description = {

@@ -25,26 +25,21 @@ A proposal is a pure function of the seed and the finished trials (as in
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import numpy as np
 import optuna
-from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
 from baselines import regularized_evolution
-from baselines.blackbox import COMMON_OPTIONS, BlackBoxSearcher
-from baselines.proxy import DEFAULT_FRACTION, ProxyConfig
+from baselines.blackbox import BlackBoxSearcher
+from baselines.options import PangaeaOptions
 from baselines.regularized_evolution import BETA_MUTATION, CellSampler
 from baselines.space import BETA_RANGE, genotype_from_params
-from bench.searchers import Method, SearchOutcome, register
-from grafs.errors import UserError, unknown_name
+from grafs.errors import UserError
 from grafs.genotype import Genotype
 from grafs.ops import SLOT_ARITY, SLOTS, operation
 
 MUTATIONS = ("change", "regenerate", "insert", "remove")
-SELECTIONS = ("rank", "tournament")
 TOURNAMENT_SIZE = 3
 
 PASS_THROUGH = {1: ("identity",), 2: ("left", "right")}
@@ -110,17 +105,6 @@ def mutate(
     return child or regularized_evolution.mutate(parent, rng, space, tune_betas, "change")
 
 
-def check_settings(population: int, offspring: int, newcomer_share: float, selection: str) -> None:
-    if population < 2:
-        raise UserError(f"the population needs at least 2 members, got {population}")
-    if offspring < 1:
-        raise UserError(f"a generation needs at least 1 offspring, got {offspring}")
-    if not 0.0 <= newcomer_share <= 1.0:
-        raise UserError(f"the newcomer share must lie in [0, 1], got {newcomer_share}")
-    if selection not in SELECTIONS:
-        raise unknown_name("selection", selection, SELECTIONS)
-
-
 class PangaeaSampler(CellSampler):
     """Generational PANGAEA evolution of GRAFS cells, as an Optuna sampler."""
 
@@ -134,7 +118,8 @@ class PangaeaSampler(CellSampler):
         space: str = "standard",
         tune_betas: bool = False,
     ):
-        check_settings(population, offspring, newcomer_share, selection)
+        PangaeaOptions(population=population, offspring=offspring, newcomer_share=newcomer_share,
+                       selection=selection)  # checks the settings
         self.population, self.offspring, self.newcomer_share, self.selection = (
             population,
             offspring,
@@ -171,73 +156,12 @@ class PangaeaSampler(CellSampler):
         return mutate(genotype_from_params(parent.params, self.tune_betas), rng, self.space, self.tune_betas)
 
 
-class PangaeaSearcher(BlackBoxSearcher):
-    """PANGAEA-style evolution; with ``per_layer`` its candidates learn their betas per activation site."""
+def pangaea_search(method: str, options: PangaeaOptions) -> BlackBoxSearcher:
+    """PANGAEA-style evolution; with ``per_layer`` its candidates learn their betas per activation site
+    (the genotype's betas are where every site's own betas start)."""
 
-    def __init__(
-        self,
-        *,
-        population: int = 20,
-        offspring: int = 10,
-        newcomer_share: float = 0.2,
-        selection: str = "rank",
-        per_layer: bool = True,
-        proxy_fraction: float = DEFAULT_FRACTION,
-        proxy_epochs: int | None = None,
-        proxy_iterations: int | None = None,
-        tune_betas: bool = False,
-        space: str = "standard",
-    ):
-        check_settings(population, offspring, newcomer_share, selection)
-        proxy = ProxyConfig(proxy_fraction, proxy_epochs, proxy_iterations)
-        self.configure("pangaea", proxy, tune_betas, space, learnable_betas=per_layer)
-        self.population, self.offspring, self.newcomer_share, self.selection = (
-            population,
-            offspring,
-            newcomer_share,
-            selection,
-        )
-        self.per_layer = per_layer
+    def sampler(seed: int) -> PangaeaSampler:
+        return PangaeaSampler(options.population, options.offspring, options.newcomer_share, options.selection, seed,
+                              options.space, options.tune_betas)
 
-    @property
-    def config(self) -> dict:
-        return {
-            "sampler": self.method,
-            "population": self.population,
-            "offspring": self.offspring,
-            "newcomer_share": self.newcomer_share,
-            "selection": self.selection,
-            "per_layer": self.per_layer,
-            "tune_betas": self.tune_betas,
-            "space": self.space,
-            "proxy": asdict(self.proxy),
-        }
-
-    def make_sampler(self, seed: int) -> BaseSampler:
-        return PangaeaSampler(
-            self.population, self.offspring, self.newcomer_share, self.selection, seed, self.space, self.tune_betas
-        )
-
-    def run(self, *args, **kwargs) -> SearchOutcome:
-        outcome = super().run(*args, **kwargs)
-        # The genotype's betas are where every site's own betas start; retraining learns them per site.
-        outcome.details["per_layer"] = self.per_layer
-        return outcome
-
-
-register(
-    Method(
-        "pangaea",
-        "PANGAEA-style evolution: change / regenerate / insert / remove mutations, newcomers, per-layer learned betas",
-        lambda **options: PangaeaSearcher(**options),
-        {
-            **COMMON_OPTIONS,
-            "population": int,
-            "offspring": int,
-            "newcomer_share": float,
-            "selection": str,
-            "per_layer": bool,
-        },
-        per_layer=True,
-    )
-)
+    return BlackBoxSearcher(method, options, sampler, learnable_betas=options.per_layer)

@@ -9,46 +9,17 @@ found activation is judged on them later exactly as GRAFS's is.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 
+from baselines.options import ProxyConfig
 from bench.data.base import Dataset
-from bench.search_task import split_for_search
-from bench.tasks import Recipe, Task
-from bench.training import Cost, train
-from grafs.errors import UserError
+from bench.search_task import ARCH_SHARE
+from bench.tasks import Task
+from bench.training import train
+from grafs.cost import Cost
 from grafs.genotype import Genotype
-
-DEFAULT_FRACTION = 0.2
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """How long a candidate trains: ``fraction`` of the task's search recipe, unless a length is given."""
-
-    fraction: float = DEFAULT_FRACTION
-    epochs: int | None = None
-    iterations: int | None = None
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.fraction, (int, float)) and 0 < self.fraction <= 1):
-            raise UserError(f"the proxy fraction must lie in (0, 1], got {self.fraction}")
-        for name in ("epochs", "iterations"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise UserError(f"proxy {name} must be a positive integer, got {value!r}")
-
-    def recipe(self, task: Task) -> Recipe:
-        search = task.search
-        if search.is_iterative:
-            iterations = self.iterations or max(1, round(self.fraction * search.iterations))
-            warmup = round(search.warmup_iterations * iterations / search.iterations)
-            # Only the final score matters: no intermediate evaluations.
-            return replace(search, iterations=iterations, warmup_iterations=warmup, eval_interval=0)
-        epochs = self.epochs or max(1, round(self.fraction * search.epochs))
-        milestones = tuple(sorted({m * epochs // search.epochs for m in search.milestones} - {0}))
-        return replace(search, epochs=epochs, milestones=milestones)
 
 
 @dataclass(frozen=True)
@@ -72,7 +43,7 @@ class ProxyEvaluator:
         self.task, self.data, self.seed, self.device = task, data, seed, device
         self.learnable_betas = learnable_betas
         self.recipe = config.recipe(task)
-        self.weight_part, self.score_part = split_for_search(data)
+        self.weight_part, self.score_part = data.search_split(ARCH_SHARE)
         self.description = {"recipe": asdict(self.recipe), "config": asdict(config), "split": "75/25 of train"}
         if learnable_betas:
             self.description["betas"] = "learned per activation site"

@@ -21,6 +21,8 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from baselines.blackbox import BlackBoxSearcher
+from baselines.options import RegularizedEvolutionOptions
 from baselines.space import BETA_RANGE, distributions, genotype_from_params, genotype_params
 from grafs.errors import UserError
 from grafs.genotype import Genotype
@@ -85,13 +87,6 @@ def mutate(
     return Genotype(ops, betas)
 
 
-def check_sizes(population: int, sample_size: int) -> None:
-    if population < 2:
-        raise UserError(f"the population needs at least 2 members, got {population}")
-    if not 1 <= sample_size <= population:
-        raise UserError(f"the sample size must lie between 1 and the population size ({population}), got {sample_size}")
-
-
 class CellSampler(BaseSampler):
     """An Optuna sampler that proposes whole GRAFS cells, each chosen from the finished trials.
 
@@ -133,7 +128,7 @@ class RegularizedEvolutionSampler(CellSampler):
         self, population_size: int = 20, sample_size: int = 5, seed: int | None = None, space: str = "standard",
         tune_betas: bool = False,
     ):
-        check_sizes(population_size, sample_size)
+        RegularizedEvolutionOptions(population=population_size, sample_size=sample_size)  # checks the sizes
         super().__init__(seed, space, tune_betas)
         self.population_size, self.sample_size = population_size, sample_size
 
@@ -145,3 +140,11 @@ class RegularizedEvolutionSampler(CellSampler):
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
         parent = max(contenders, key=lambda t: sign * t.value)  # the first of equals
         return mutate(genotype_from_params(parent.params, self.tune_betas), rng, self.space, self.tune_betas)
+
+
+def regularized_evolution_search(method: str, options: RegularizedEvolutionOptions) -> BlackBoxSearcher:
+    def sampler(seed: int) -> RegularizedEvolutionSampler:
+        return RegularizedEvolutionSampler(options.population, options.sample_size, seed, options.space,
+                                           options.tune_betas)
+
+    return BlackBoxSearcher(method, options, sampler)

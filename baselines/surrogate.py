@@ -31,29 +31,25 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import optuna
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers import RandomSampler
 from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsRegressor
 
-from baselines.blackbox import COMMON_OPTIONS, BlackBoxSearcher, Ledger, NothingToPropose, Proposal
-from baselines.features import FISHER_BATCH, FeatureExtractor, FeatureSet
-from baselines.fixed import FIXED_ACTIVATIONS
-from baselines.proxy import DEFAULT_FRACTION, ProxyConfig, ProxyEvaluator
+from baselines.blackbox import BlackBoxSearcher, Ledger, NothingToPropose, Proposal
+from baselines.features import FeatureExtractor, FeatureSet
+from baselines.fixed import fixed_genotype
+from baselines.options import SurrogateOptions
 from baselines.regularized_evolution import random_genotype
 from baselines.space import genotype_params
-from bench.runs import epoch_samples
-from bench.searchers import Method, SearchOutcome, fixed_genotype, register
+from bench.activations import FIXED_ACTIVATIONS
 from bench.tasks import Metric
-from bench.training import Cost
-from grafs.errors import UserError, unknown_name
+from grafs.cost import Cost
+from grafs.errors import UserError
 from grafs.genotype import Genotype
 
-EMBEDDINGS = ("umap", "pca")
 POOL_ATTEMPTS = 20
 """Random cells drawn per wanted pool member before a pool is declared as large as the space allows."""
 
@@ -124,8 +120,8 @@ def regression_targets(scores: list[float], metric: Metric) -> np.ndarray:
 class SurrogateProposer:
     """The AQuaSurF choice of the next candidate, for :meth:`BlackBoxSearcher.run`."""
 
-    def __init__(self, searcher: SurrogateSearcher, metric: Metric, extract: FeatureExtractor | None, seed: int):
-        self.searcher, self.metric, self.extract, self.seed = searcher, metric, extract, seed
+    def __init__(self, options: SurrogateOptions, metric: Metric, extract: FeatureExtractor | None, seed: int):
+        self.options, self.metric, self.extract, self.seed = options, metric, extract, seed
         self.fixed = [(genotype, genotype.fingerprint()) for genotype in map(fixed_genotype, FIXED_ACTIVATIONS)]
         self.pool: list[Genotype] = []
         self.fingerprints: list[str] = []
@@ -134,7 +130,7 @@ class SurrogateProposer:
     def __call__(self, study: optuna.Study, ledger: Ledger) -> Proposal:
         fixed = next((genotype for genotype, f in self.fixed if f not in ledger.cache), None)
         if fixed is not None:
-            return Proposal(genotype_params(fixed, self.searcher.tune_betas))
+            return Proposal(genotype_params(fixed, self.options.tune_betas))
         setup = Cost()
         if self.embedding is None:
             setup = self._prepare()
@@ -148,14 +144,14 @@ class SurrogateProposer:
         trained = [(index[f], trial.value) for f, trial in ledger.cache.items() if f in index]
         rows, scores = zip(*trained, strict=True)
         targets = regression_targets(list(scores), self.metric)
-        predicted = knn_predict(self.embedding[list(rows)], targets, self.embedding[untried], self.searcher.k)
+        predicted = knn_predict(self.embedding[list(rows)], targets, self.embedding[untried], self.options.neighbours)
         sign = 1.0 if self.metric.direction == "max" else -1.0
         best = int(np.argmax(sign * predicted))  # the first of equals, in pool order
         attrs = {"pool_index": untried[best], "predicted_score": float(predicted[best])}
         if setup.sample_passes or setup.wall_seconds:
             attrs.update(features_seconds=setup.wall_seconds, features_sample_passes=setup.sample_passes)
         fitting = Cost(time.perf_counter() - started)
-        params = genotype_params(self.pool[untried[best]], self.searcher.tune_betas)
+        params = genotype_params(self.pool[untried[best]], self.options.tune_betas)
         return Proposal(params, attrs, setup + fitting)
 
     def _prepare(self) -> Cost:
@@ -163,74 +159,19 @@ class SurrogateProposer:
         if self.extract is None:
             raise UserError("the surrogate search needs a feature extractor to embed its pool")
         started = time.perf_counter()
-        self.pool = build_pool(self.searcher.pool_size, self.seed, self.searcher.space, self.searcher.tune_betas)
+        self.pool = build_pool(self.searcher.pool_size, self.seed, self.searcher.space, self.options.tune_betas)
         self.fingerprints = [genotype.fingerprint() for genotype in self.pool]
         features = self.extract(self.pool)
-        self.embedding = embed(feature_matrix(features), self.searcher.dims, self.searcher.embedding, self.seed)
+        self.embedding = embed(feature_matrix(features), self.options.dims, self.options.embedding, self.seed)
         return Cost(time.perf_counter() - started, features.cost.train_samples, features.cost.eval_samples)
 
 
-class SurrogateSearcher(BlackBoxSearcher):
-    """AQuaSurF-style search: fixed activations first, then the pool member the surrogate rates best."""
+def surrogate_search(method: str, options: SurrogateOptions) -> BlackBoxSearcher:
+    """AQuaSurF-style search: fixed activations first, then the pool member the surrogate rates best.
+    Every candidate is a proposal, so the study's sampler is never asked."""
 
-    def __init__(
-        self,
-        *,
-        pool_size: int = 500,
-        k: int = 3,
-        dims: int = 2,
-        embedding: str = "umap",
-        fisher_batch: int = FISHER_BATCH,
-        proxy_fraction: float = DEFAULT_FRACTION,
-        proxy_epochs: int | None = None,
-        proxy_iterations: int | None = None,
-        tune_betas: bool = False,
-        space: str = "standard",
-    ):
-        if embedding not in EMBEDDINGS:
-            raise unknown_name("embedding", embedding, EMBEDDINGS)
-        for name, value, least in (
-            ("pool_size", pool_size, len(FIXED_ACTIVATIONS) + 2),
-            ("k", k, 1),
-            ("dims", dims, 1),
-            ("fisher_batch", fisher_batch, 1),
-        ):
-            if value < least:
-                raise UserError(f"the surrogate's {name} must be at least {least}, got {value}")
-        self.configure("surrogate", ProxyConfig(proxy_fraction, proxy_epochs, proxy_iterations), tune_betas, space)
-        self.pool_size, self.k, self.dims = pool_size, k, dims
-        self.embedding, self.fisher_batch = embedding, fisher_batch
+    def proposer(task, data, seed, device) -> SurrogateProposer:
+        extract = FeatureExtractor(task, data, seed, device, options.fisher_batch)
+        return SurrogateProposer(options, task.metric, extract, seed)
 
-    @property
-    def config(self) -> dict:
-        return {
-            "sampler": self.method,
-            "pool_size": self.pool_size,
-            "k": self.k,
-            "dims": self.dims,
-            "embedding": self.embedding,
-            "fisher_batch": self.fisher_batch,
-            "fixed_first": list(FIXED_ACTIVATIONS),
-            "tune_betas": self.tune_betas,
-            "space": self.space,
-            "proxy": asdict(self.proxy),
-        }
-
-    def make_sampler(self, seed: int) -> BaseSampler:
-        return RandomSampler(seed=seed)  # never asked: every candidate is a proposal
-
-    def search(self, task, seed, budget, *, data, out, device="cpu", progress=None) -> SearchOutcome:
-        evaluate = ProxyEvaluator(task, data, seed, self.proxy, device)
-        extract = FeatureExtractor(task, data, seed, device, self.fisher_batch)
-        proposer = SurrogateProposer(self, task.metric, extract, seed)
-        return self.run(task, seed, budget, evaluate, Path(out), epoch_samples(task, data), progress, proposer)
-
-
-register(
-    Method(
-        "surrogate",
-        "AQuaSurF-style surrogate search: output and Fisher-spectrum features, UMAP embedding, k-NN regression",
-        lambda **options: SurrogateSearcher(**options),
-        {**COMMON_OPTIONS, "pool_size": int, "k": int, "dims": int, "embedding": str, "fisher_batch": int},
-    )
-)
+    return BlackBoxSearcher(method, options, lambda seed: RandomSampler(seed=seed), proposer=proposer)

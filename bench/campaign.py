@@ -5,8 +5,11 @@ black-box baselines), the fixed activations, the seeds, the budget multiples and
 evaluation. Expanding it gives a list of :class:`Unit` s: searches, and retrainings of every found
 and every fixed activation on the search task and its transfer targets (black-box finds of the
 budget multiples named for transfer only; a PANGAEA find twice: with shared fixed betas and with
-betas learned per activation site). A unit is a pure function
-of its spec; its id is a hash of that spec, so the same grid always maps to the same folders.
+betas learned per activation site). A unit is a pure function of its spec (:class:`SearchSpec`,
+:class:`RetrainSpec`); its id is a hash of that spec, so the same grid always maps to the same folders.
+
+This module is light: it reads names from the task and method tables and imports neither torch
+nor any method's implementation.
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ from pathlib import Path
 
 import tomllib
 
-from baselines.fixed import FIXED_ACTIVATIONS
-from bench.searchers import BUDGET_UNITS, METHODS
-from bench.tasks import TASKS, GrafsSettings, Recipe, Task, get_task
+from bench.activations import FIXED_ACTIVATIONS
+from bench.budget import BUDGET_UNITS
+from bench.methods import METHODS
+from bench.tasks import TASKS, Task, get_task
+from grafs.config import SearchOptions
 from grafs.errors import UserError
 
 BUILTIN_DIR = Path(__file__).with_name("campaigns")
 
-GRAFS_SWITCHES = {"mode": str, "warmstart": bool, "bounded": bool, "shrinking": bool, "shared_sample": bool}
 SCALE_KEYS = {
     "search_epochs",
     "search_iterations",
@@ -64,10 +68,9 @@ class MethodSpec:
 
     @property
     def is_default_grafs(self) -> bool:
-        """GRAFS as published (fixed mode, every contribution on): the cost baselines are matched to."""
-        return self.is_grafs and all(
-            value == DEFAULT_GRAFS_SWITCHES[key] for key, value in self.options if key in DEFAULT_GRAFS_SWITCHES
-        )
+        """GRAFS as published (fixed mode, every contribution on, the standard space; either cell
+        implementation): the search whose cost the baselines are matched to."""
+        return self.is_grafs and replace(SearchOptions(**dict(self.options)), fast=True) == SearchOptions()
 
 
 PER_LAYER_SUFFIX = "-per-layer"
@@ -80,15 +83,6 @@ def retrain_variants(method: MethodSpec) -> tuple[tuple[str, bool], ...]:
     if METHODS.get(method.method).retrains_per_layer(dict(method.options)):
         variants += ((method.label + PER_LAYER_SUFFIX, True),)
     return variants
-
-
-DEFAULT_GRAFS_SWITCHES = {
-    "mode": "fixed",
-    "warmstart": True,
-    "bounded": True,
-    "shrinking": True,
-    "shared_sample": False,
-}
 
 
 @dataclass(frozen=True)
@@ -118,20 +112,133 @@ class Campaign:
         """Whether finds at this budget multiple (None: GRAFS, no multiple) go to the transfer targets."""
         return budget_multiple is None or self.transfer_multiples is None or budget_multiple in self.transfer_multiples
 
+    @classmethod
+    def from_record(cls, record: dict) -> Campaign:
+        """The campaign back from its ``asdict`` form (as ``campaign.json`` holds it)."""
+        methods = tuple(
+            MethodSpec(m["label"], m["method"], tuple((key, value) for key, value in m.get("options") or ()))
+            for m in record["methods"]
+        )
+        targets = record.get("targets", "all")
+        transfer_multiples = record.get("transfer_multiples")
+        return cls(
+            name=record["name"], description=record.get("description", ""), tasks=tuple(record["tasks"]),
+            seeds=tuple(record["seeds"]), budget_multiples=tuple(float(m) for m in record["budget_multiples"]),
+            budget_unit=record.get("budget_unit", "seconds"), methods=methods, fixed=tuple(record.get("fixed", ())),
+            evaluation_seeds=tuple(record.get("evaluation_seeds", (0,))),
+            targets=targets if targets == "all" else tuple(targets),
+            transfer_multiples=None if transfer_multiples is None else tuple(float(m) for m in transfer_multiples),
+            scale=tuple((key, value) for key, value in record.get("scale") or ()), source=record.get("source", ""),
+            device=record.get("device", "auto"),
+        )
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A search: ``method`` with its ``options`` on ``task`` with ``seed``. A budgeted search spends
+    ``budget_multiple`` times the cost of the GRAFS unit ``budget_from`` in ``budget_unit``, and
+    ``extends`` the search of the next smaller multiple (its stored study), if any."""
+
+    label: str
+    method: str
+    options: dict
+    task: str
+    seed: int
+    budget_multiple: float | None
+    budget_unit: str | None
+    scale: dict
+    budget_from: str | None = None
+    extends: str | None = None
+
+    kind = "search"
+
+    def to_dict(self) -> dict:
+        record = {
+            "label": self.label, "method": self.method, "options": dict(self.options), "task": self.task,
+            "seed": self.seed, "budget_multiple": self.budget_multiple, "budget_unit": self.budget_unit,
+            "scale": dict(self.scale),
+        }
+        if self.budget_from is not None:
+            record.update(budget_from=self.budget_from, extends=self.extends)
+        return record
+
+
+@dataclass(frozen=True)
+class ActivationSource:
+    """Where a retrained activation comes from: the genotype a search unit found (with betas learned
+    per activation site or not), or a fixed activation."""
+
+    search: str | None = None
+    fixed: str | None = None
+    learnable_betas: bool = False
+
+    def to_dict(self) -> dict:
+        if self.fixed is not None:
+            return {"fixed": self.fixed}
+        return {"search": self.search, **({"learnable_betas": True} if self.learnable_betas else {})}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> ActivationSource:
+        return cls(record.get("search"), record.get("fixed"), bool(record.get("learnable_betas", False)))
+
+
+@dataclass(frozen=True)
+class RetrainSpec:
+    """A retraining from scratch of an activation on ``task`` with evaluation seed ``seed``; the
+    activation was searched on ``search_task`` with ``search_seed`` (None for fixed activations)."""
+
+    label: str
+    task: str
+    seed: int
+    activation: ActivationSource
+    search_task: str
+    search_seed: int | None
+    budget_multiple: float | None
+    scale: dict
+
+    kind = "retrain"
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label, "task": self.task, "seed": self.seed, "activation": self.activation.to_dict(),
+            "search_task": self.search_task, "search_seed": self.search_seed,
+            "budget_multiple": self.budget_multiple, "scale": dict(self.scale),
+        }
+
+
+Spec = SearchSpec | RetrainSpec
+
+
+def spec_from_dict(kind: str, record: dict) -> Spec:
+    """A unit's spec back from its ``to_dict`` form (as campaign.json and unit.json hold it)."""
+    if kind == "search":
+        return SearchSpec(**record)
+    return RetrainSpec(**{**record, "activation": ActivationSource.from_dict(record["activation"])})
+
 
 @dataclass(frozen=True)
 class Unit:
-    """One idempotent piece of work. ``kind`` is ``search`` or ``retrain``."""
+    """One idempotent piece of work: a search or a retraining, after the units it depends on."""
 
-    kind: str
-    spec: dict = field(hash=False, compare=False)
+    spec: Spec = field(hash=False, compare=False)
     depends_on: tuple[str, ...] = ()
 
     @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
     def id(self) -> str:
-        canonical = json.dumps(self.spec, sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self.spec.to_dict(), sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
-        return f"{self.kind}-{self.spec['label']}-{self.spec['task']}-s{self.spec['seed']}-{digest}"
+        return f"{self.kind}-{self.spec.label}-{self.spec.task}-s{self.spec.seed}-{digest}"
+
+    def to_record(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "spec": self.spec.to_dict(), "depends_on": list(self.depends_on)}
+
+    @classmethod
+    def from_record(cls, record: dict) -> Unit:
+        return cls(spec_from_dict(record["kind"], record["spec"]), tuple(record.get("depends_on", ())))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,28 +287,19 @@ def _method_spec(source: str, index: int, entry: object) -> MethodSpec:
     if not isinstance(entry, dict):
         raise _fail(source, key, "expected a method name or a table with 'method' and options")
     method = entry.get("method")
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise _fail(source, f"{key}.method", f"unknown method {method!r}; valid choices: {', '.join(METHODS.names())}")
     if method in FIXED_ACTIVATIONS:
         raise _fail(source, f"{key}.method", f"{method!r} is a fixed activation: list it under 'fixed' instead")
-    allowed = {"method", "label", *METHODS.get(method).option_types()}
-    _check_keys(source, f"{key}.", entry, allowed)
-    options = []
-    for option, value in sorted(entry.items()):
-        if option in ("method", "label"):
-            continue
-        expected = METHODS.get(method).option_types()[option]
-        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            raise _fail(source, f"{key}.{option}", f"expected {getattr(expected, '__name__', expected)}, got {value!r}")
-        options.append((option, value))
+    options = tuple(sorted((name, value) for name, value in entry.items() if name not in ("method", "label")))
     try:
-        METHODS.get(method).validate_options(dict(options))
+        METHODS.get(method).parse_options(dict(options))
     except UserError as error:
         raise _fail(source, key, str(error)) from None
     label = entry.get("label", method)
     if not isinstance(label, str) or not label.replace("-", "").replace("_", "").isalnum():
         raise _fail(source, f"{key}.label", f"expected a name of letters, digits, '-' and '_', got {label!r}")
-    return MethodSpec(label, method, tuple(options))
+    return MethodSpec(label, method, options)
 
 
 def parse_campaign(data: dict, source: str = "campaign", default_name: str = "campaign") -> Campaign:
@@ -298,40 +396,6 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
 # ----------------------------------------------------------------------------------------------
 # Scaling and expansion
 # ----------------------------------------------------------------------------------------------
-def scaled_task(task: Task, scale: dict[str, int], purpose: str) -> Task:
-    """The task with its ``search``, ``retrain`` or ``proxy`` length shortened by the campaign."""
-    if purpose == "retrain":
-        recipe = task.recipe
-        changes = {"epochs": scale.get("retrain_epochs"), "iterations": scale.get("retrain_iterations")}
-    else:
-        recipe = task.search
-        changes = {"epochs": scale.get(f"{purpose}_epochs"), "iterations": scale.get(f"{purpose}_iterations")}
-    if recipe.is_iterative:
-        changes = {"iterations": changes["iterations"]} if changes["iterations"] else {}
-        if changes and recipe.eval_interval:
-            changes["eval_interval"] = max(1, min(recipe.eval_interval, changes["iterations"] // 2))
-    else:
-        changes = {"epochs": changes["epochs"]} if changes["epochs"] else {}
-    if not changes:
-        return task
-    shortened = replace(recipe, **changes)
-    if purpose == "retrain":
-        return replace(task, recipe=shortened)
-    return replace(task, search=shortened, grafs=_scaled_grafs(task.grafs, recipe, shortened.length))
-
-
-def _scaled_grafs(settings: GrafsSettings, recipe: Recipe, new_length: int) -> GrafsSettings:
-    """Shrinking start and warmstart in a shortened search: epochs stay as they are (the paper's
-    one warmstart epoch, shrinking from epoch 2) unless the search got too short for them;
-    iteration counts keep their share of the search."""
-    start, warmstart = settings.start_shrinking, settings.warmstart
-    if recipe.is_iterative:
-        start = round(start * new_length / recipe.length)
-        warmstart = round(warmstart * new_length / recipe.length)
-    start = max(1, min(new_length - 1, start))
-    return replace(settings, start_shrinking=start, warmstart=max(1, min(start, warmstart)))
-
-
 def expand(campaign: Campaign) -> list[Unit]:
     """Every unit of the campaign, each after the units it depends on."""
     scale = dict(campaign.scale)
@@ -340,13 +404,12 @@ def expand(campaign: Campaign) -> list[Unit]:
         task = get_task(task_name)
         targets = campaign.targets_of(task)
         for seed in campaign.seeds:
-            grafs_units = {}
-            for method in campaign.methods:
-                if not method.is_grafs:
-                    continue
-                unit = Unit("search", _search_spec(method, task_name, seed, None, campaign, scale))
-                grafs_units[method.label] = unit
-                units.append(unit)
+            grafs_units = {
+                method.label: Unit(_search_spec(method, task_name, seed, campaign, scale))
+                for method in campaign.methods
+                if method.is_grafs
+            }
+            units += grafs_units.values()
             reference = next((grafs_units[m.label] for m in campaign.methods if m.is_default_grafs), None)
             searches = [(m, grafs_units[m.label]) for m in campaign.methods if m.is_grafs]
             for method in campaign.methods:
@@ -356,58 +419,47 @@ def expand(campaign: Campaign) -> list[Unit]:
                 # multiple (its stored study) instead of replaying the same candidates from scratch.
                 previous = None
                 for multiple in sorted(campaign.budget_multiples):
-                    spec = _search_spec(method, task_name, seed, multiple, campaign, scale)
-                    spec["budget_from"] = reference.id
-                    spec["extends"] = previous.id if previous else None
+                    spec = _search_spec(method, task_name, seed, campaign, scale, multiple, reference.id,
+                                        previous.id if previous else None)
                     depends = (reference.id,) if previous is None else (reference.id, previous.id)
-                    unit = Unit("search", spec, depends_on=depends)
+                    unit = Unit(spec, depends_on=depends)
                     searches.append((method, unit))
                     units.append(unit)
                     previous = unit
             for method, search in searches:
-                multiple = search.spec["budget_multiple"]
+                multiple = search.spec.budget_multiple
                 evaluated = targets if campaign.transfers(multiple) else (task_name,)
                 for label, learnable_betas in retrain_variants(method):
-                    activation = {"search": search.id, **({"learnable_betas": True} if learnable_betas else {})}
+                    activation = ActivationSource(search=search.id, learnable_betas=learnable_betas)
                     units += _retrainings(
                         campaign, label, activation, task_name, evaluated, seed, multiple, scale,
                         depends_on=(search.id,),
                     )
         for name in campaign.fixed:
-            units += _retrainings(campaign, name, {"fixed": name}, task_name, targets, None, None, scale)
+            units += _retrainings(campaign, name, ActivationSource(fixed=name), task_name, targets, None, None, scale)
     return _unique(units)
 
 
 def _retrainings(
-    campaign: Campaign, label: str, activation: dict, search_task: str, targets: tuple[str, ...],
+    campaign: Campaign, label: str, activation: ActivationSource, search_task: str, targets: tuple[str, ...],
     search_seed: int | None, multiple: float | None, scale: dict, depends_on: tuple[str, ...] = (),
 ) -> list[Unit]:
     """Retraining an activation from scratch on the search task and each target, for every evaluation seed."""
     return [
-        Unit(
-            "retrain",
-            {
-                "label": label, "task": target, "seed": evaluation_seed, "activation": activation,
-                "search_task": search_task, "search_seed": search_seed, "budget_multiple": multiple, "scale": scale,
-            },
-            depends_on=depends_on,
-        )
+        Unit(RetrainSpec(label, target, evaluation_seed, activation, search_task, search_seed, multiple, scale),
+             depends_on=depends_on)
         for target in targets
         for evaluation_seed in campaign.evaluation_seeds
     ]
 
 
-def _search_spec(method: MethodSpec, task: str, seed: int, multiple, campaign: Campaign, scale: dict) -> dict:
-    return {
-        "label": method.label,
-        "method": method.method,
-        "options": dict(method.options),
-        "task": task,
-        "seed": seed,
-        "budget_multiple": multiple,
-        "budget_unit": None if method.is_grafs else campaign.budget_unit,
-        "scale": scale,
-    }
+def _search_spec(
+    method: MethodSpec, task: str, seed: int, campaign: Campaign, scale: dict, multiple: float | None = None,
+    budget_from: str | None = None, extends: str | None = None,
+) -> SearchSpec:
+    budget_unit = None if method.is_grafs else campaign.budget_unit
+    return SearchSpec(method.label, method.method, dict(method.options), task, seed, multiple, budget_unit, scale,
+                      budget_from, extends)
 
 
 def _unique(units: list[Unit]) -> list[Unit]:

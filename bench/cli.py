@@ -8,9 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.methods import METHODS
+from bench.options import add_option_flags, given_options
 from bench.runner import EXECUTORS
 from grafs.errors import UserError
-from grafs.search import MODES
 
 LIST_TOPICS = ("tasks", "ops", "activations", "campaigns", "methods")
 
@@ -72,15 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     searching.add_argument(
         "--method",
         default="grafs",
-        help="grafs (default), random, evolution, regularized-evolution, tpe, surrogate, pangaea, or a fixed "
-        "activation's name (a search of zero cost)",
+        help=f"one of {', '.join(METHODS.names())}; a fixed activation's name is a search of zero cost "
+        "(default grafs)",
     )
-    searching.add_argument("--mode", choices=MODES, help="GRAFS: fixed (default) or the published code's")
-    searching.add_argument("--no-warmstart", action="store_true", help="ablation: mixture from the first step")
-    searching.add_argument("--no-bounds", action="store_true", help="ablation: unclamped operations")
-    searching.add_argument("--no-shrinking", action="store_true", help="ablation: keep all ops to the end")
-    searching.add_argument("--shared-sample", action="store_true", help="ablation: one Dirichlet sample per pass")
-    searching.add_argument("--plain-cell", action="store_true", help="use the plain reference cell, not the fast one")
     budget = searching.add_mutually_exclusive_group()
     budget.add_argument("--budget-multiple", type=_positive_number, help="baselines: k x GRAFS's cost (default 1)")
     budget.add_argument("--budget-seconds", type=_positive_number, help="baselines: a limit in wall seconds")
@@ -92,28 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="the GRAFS result.json to match (default: runs/search/<task>-grafs-fixed-s<seed>/result.json)",
     )
-    searching.add_argument("--tune-betas", action="store_true", help="baselines: tune betas instead of fixing them")
-    searching.add_argument(
-        "--proxy-fraction",
-        type=_positive_number,
-        help="baselines: proxy training length as a fraction of the task's search recipe (default 0.2)",
-    )
-    searching.add_argument("--proxy-epochs", type=_positive_int, help="baselines: proxy training epochs")
-    searching.add_argument("--proxy-iterations", type=_positive_int, help="baselines: proxy training iterations")
-    searching.add_argument("--population", type=_positive_int, help="evolution: population size (default 20)")
-    searching.add_argument("--sample-size", type=_positive_int, help="regularized evolution: sample size (default 5)")
-    searching.add_argument("--offspring", type=_positive_int, help="pangaea: candidates per generation (default 10)")
-    searching.add_argument("--newcomer-share", type=float, help="pangaea: share of random newcomers (default 0.2)")
-    searching.add_argument("--selection", help="pangaea: parent selection, rank (default) or tournament")
-    searching.add_argument("--no-per-layer", action="store_true", help="pangaea: shared fixed betas, not per layer")
-    searching.add_argument("--pool-size", type=_positive_int, help="surrogate: distinct functions in the pool (500)")
-    searching.add_argument("--neighbours", type=_positive_int, help="surrogate: k of the k-NN regression (default 3)")
-    searching.add_argument("--dims", type=_positive_int, help="surrogate: embedding dimensions (default 2)")
-    searching.add_argument("--embedding", help="surrogate: umap (default) or pca")
-    searching.add_argument("--fisher-batch", type=_positive_int, help="surrogate: samples of the Fisher batch (32)")
     searching.add_argument("--out", type=Path, help="folder for genotype.json, trace, result.json, plot (and study.db)")
     searching.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     searching.add_argument("--data-dir", type=Path, help="where the real datasets live (default: $GRAFS_BENCH_DATA)")
+    options = searching.add_argument_group(
+        "method options", "each applies to the methods named in brackets; left out, the method's default applies"
+    )
+    owners = [(name, METHODS.get(name).options) for name in METHODS]
+    searching.set_defaults(option_names=add_option_flags(options, owners))
 
     showing = commands.add_parser("show", help="print a genotype's formula and LaTeX, and plot it")
     showing.add_argument("genotype", help="a genotype .json file or a published genotype's name")
@@ -203,11 +184,9 @@ def _list_rows(topic: str) -> list[dict]:
 
         return [{"name": name, "description": load_campaign(name).description} for name in builtin_campaigns()]
     if topic == "methods":
-        from bench.searchers import METHODS
-
         return [{"name": name, "summary": METHODS.get(name).summary} for name in METHODS]
-    from baselines.fixed import FIXED_ACTIVATIONS
-    from baselines.published import PUBLISHED_GENOTYPES
+    from bench.activations import FIXED_ACTIVATIONS
+    from grafs.published import PUBLISHED_GENOTYPES
 
     fixed = [{"name": name, "kind": "fixed", "formula": name} for name in FIXED_ACTIVATIONS]
     published = [
@@ -228,7 +207,7 @@ def _command_list(args) -> int:
 
 def _command_train(args) -> int:
     from bench.activations import resolve_activation
-    from bench.runs import save_train_result
+    from bench.outputs import save_train_result
     from bench.tasks import get_task
     from bench.training import load_task_data, resolve_device, train
 
@@ -246,36 +225,8 @@ def _command_train(args) -> int:
     return 0 if result.status == "ok" else 1
 
 
-def _search_options(args) -> dict:
-    """The method options the user gave (``None`` = not given, the method's default applies)."""
-    options = {
-        "mode": args.mode,
-        "warmstart": False if args.no_warmstart else None,
-        "bounded": False if args.no_bounds else None,
-        "shrinking": False if args.no_shrinking else None,
-        "shared_sample": True if args.shared_sample else None,
-        "fast": False if args.plain_cell else None,
-        "tune_betas": True if args.tune_betas else None,
-        "proxy_fraction": args.proxy_fraction,
-        "proxy_epochs": args.proxy_epochs,
-        "proxy_iterations": args.proxy_iterations,
-        "population": args.population,
-        "sample_size": args.sample_size,
-        "offspring": args.offspring,
-        "newcomer_share": args.newcomer_share,
-        "selection": args.selection,
-        "per_layer": False if args.no_per_layer else None,
-        "pool_size": args.pool_size,
-        "k": args.neighbours,
-        "dims": args.dims,
-        "embedding": args.embedding,
-        "fisher_batch": args.fisher_batch,
-    }
-    return {name: value for name, value in options.items() if value is not None}
-
-
 def _search_budget(args, method, task):
-    from bench.searchers import Budget, matched_budget
+    from bench.budget import Budget, matched_budget
 
     given = [
         flag
@@ -310,14 +261,13 @@ def _print_trace_row(row: dict) -> None:
 
 
 def _command_search(args) -> int:
-    from bench.runs import save_search_outcome
-    from bench.searchers import METHODS
+    from bench.outputs import save_search_outcome
     from bench.tasks import get_task
     from bench.training import load_task_data, resolve_device
 
     task = get_task(args.task)
     method = METHODS.get(args.method)
-    searcher = method.create(**_search_options(args))
+    searcher = method.create(**given_options(args, args.option_names))
     budget = _search_budget(args, method, task)
     device = resolve_device(args.device)
     data = load_task_data(task, args.data_dir)
@@ -363,9 +313,10 @@ def _command_show(args) -> int:
 
 def _command_run(args) -> int:
     from bench.campaign import load_campaign
+    from bench.folder import CampaignFolder, folder_lock
     from bench.gather import gather
     from bench.report import build_report
-    from bench.runner import default_workers, folder_lock, run_campaign
+    from bench.runner import default_workers, run_campaign
 
     campaign = load_campaign(args.campaign)
     out = args.out or Path("runs") / campaign.name
@@ -378,14 +329,14 @@ def _command_run(args) -> int:
 
     def finished(unit, outcome) -> None:
         if tracker and outcome.state == "done":
-            tracker.log_unit(unit.id, unit.kind, unit.spec, campaign.device)
+            tracker.log_unit(unit, campaign.device)
 
     print(f"campaign {campaign.name}: {campaign.description}")
     workers = args.workers or default_workers(campaign.device)
     summary = run_campaign(campaign, out, workers=workers, executor=args.executor, on_finished=finished)
     if tracker:
-        _log_unlogged(tracker, out, campaign.device)
-    with folder_lock(out / ".report.lock"):  # runners sharing the folder take turns
+        _log_unlogged(tracker, CampaignFolder(out), campaign.device)
+    with folder_lock(CampaignFolder(out).report_lock):  # runners sharing the folder take turns
         tables = gather(out)
         report = build_report(out)
     print(
@@ -396,20 +347,22 @@ def _command_run(args) -> int:
     return 0 if summary.failed == 0 and summary.blocked == 0 else 1
 
 
-def _log_unlogged(tracker, out: Path, device: str) -> None:
+def _log_unlogged(tracker, folder, device: str) -> None:
     """Units finished by an earlier, interrupted run are logged now (each at most once)."""
-    from bench.runner import DONE, campaign_status
+    from bench.folder import DONE
 
-    units = {u["id"]: u for u in json.loads((out / "campaign.json").read_text())["units"]}
-    for unit_id in campaign_status(out)[DONE]:
-        if tracker.run_id_of(unit_id) is None:
-            tracker.log_unit(unit_id, units[unit_id]["kind"], units[unit_id]["spec"], device)
+    units = folder.read_record().units
+    done = set(folder.status(units)[DONE])
+    for unit in units:
+        if unit.id in done and tracker.run_id_of(unit.id) is None:
+            tracker.log_unit(unit, device)
 
 
 def _command_status(args) -> int:
-    from bench.runner import campaign_status
+    from bench.folder import CampaignFolder
 
-    status = campaign_status(args.out)
+    folder = CampaignFolder(args.out)
+    status = folder.status()
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
@@ -417,7 +370,7 @@ def _command_status(args) -> int:
     for state, ids in status.items():
         print(f"{state:<8} {len(ids):>5} / {total}")
     for unit_id in status["failed"]:
-        failed = json.loads((args.out / "units" / unit_id / "failed.json").read_text())
+        failed = json.loads((folder.unit_dir(unit_id) / "failed.json").read_text())
         print(f"  failed: {unit_id}: {failed['error']}")
     for unit_id in status["running"]:
         print(f"  running: {unit_id}")
@@ -428,9 +381,10 @@ def _command_ui(args) -> int:
     import os
     import subprocess
 
+    from bench.folder import CampaignFolder
     from bench.tracking import tracking_uri
 
-    if not (args.out / "mlflow.db").exists() and not os.environ.get("MLFLOW_TRACKING_URI"):
+    if not CampaignFolder(args.out).mlflow_db.exists() and not os.environ.get("MLFLOW_TRACKING_URI"):
         raise UserError(f"{args.out} has no mlflow.db; pass the --out folder of a grafs-bench run")
     uri = tracking_uri(args.out)
     print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
@@ -441,8 +395,6 @@ def _command_ui(args) -> int:
 def _command_gather(args) -> int:
     from bench.gather import gather
 
-    if not (args.out / "campaign.json").exists():
-        raise UserError(f"{args.out} holds no campaign (no campaign.json); pass the --out folder of a grafs-bench run")
     tables = gather(args.out)
     print(", ".join(f"{name}: {len(table)} rows" for name, table in tables.items()) + f" -> {args.out / 'tables'}")
     return 0

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.runner import campaign_status, unit_dir
+from bench.campaign import SearchSpec, Unit
+from bench.folder import CampaignFolder
 
 EXECUTION_COLUMNS = ("started", "finished", "trial", "duplicate_of")
 
@@ -26,27 +27,28 @@ def _read(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _unit_row(unit: dict, state: str, folder: Path) -> dict:
-    spec = unit["spec"]
+def _unit_row(unit: Unit, state: str, folder: Path) -> dict:
+    spec = unit.spec
+    search = isinstance(spec, SearchSpec)
     row = {
-        "unit_id": unit["id"],
-        "kind": unit["kind"],
+        "unit_id": unit.id,
+        "kind": unit.kind,
         "state": state,
-        "label": spec["label"],
-        "method": spec.get("method", "retrain"),
-        "task": spec["task"],
-        "seed": spec["seed"],
-        "budget_multiple": spec.get("budget_multiple"),
-        "search_task": spec.get("search_task", spec["task"]),
-        "search_seed": spec.get("search_seed", spec["seed"]),
-        "source": json.dumps(spec.get("activation")) if "activation" in spec else None,
-        "options": json.dumps(spec.get("options", {}), sort_keys=True),
+        "label": spec.label,
+        "method": spec.method if search else "retrain",
+        "task": spec.task,
+        "seed": spec.seed,
+        "budget_multiple": spec.budget_multiple,
+        "search_task": spec.task if search else spec.search_task,
+        "search_seed": spec.seed if search else spec.search_seed,
+        "source": None if search else json.dumps(spec.activation.to_dict()),
+        "options": json.dumps(spec.options if search else {}, sort_keys=True),
     }
     failed = _read(folder / "failed.json")
     row["error"] = failed["error"] if failed and state != "done" else None
     if state != "done":
         return row
-    if unit["kind"] == "search":
+    if search:
         result = _read(folder / "result.json") or {}
         cost = result.get("cost", {})
         budget = result.get("budget") or {}
@@ -89,17 +91,18 @@ def _unit_row(unit: dict, state: str, folder: Path) -> dict:
 
 def gather(out: Path) -> dict[str, pd.DataFrame]:
     """Build the tables from ``out``'s unit folders and write them to ``out/tables``."""
-    units = json.loads((out / "campaign.json").read_text())["units"]
-    states = {uid: state for state, ids in campaign_status(out).items() for uid in ids}
+    campaign = CampaignFolder(out)
+    units = campaign.read_record().units
+    states = {uid: state for state, ids in campaign.status(units).items() for uid in ids}
     unit_rows, trace_rows, history_rows = [], [], []
     for unit in units:
-        folder = unit_dir(out, unit["id"])
-        row = _unit_row(unit, states[unit["id"]], folder)
+        folder = campaign.unit_dir(unit.id)
+        row = _unit_row(unit, states[unit.id], folder)
         unit_rows.append(row)
         if row["state"] != "done":
             continue
         keys = {k: row[k] for k in ("unit_id", "label", "task", "seed", "budget_multiple")}
-        if unit["kind"] == "search":
+        if unit.kind == "search":
             for point in _read(folder / "trace.json") or []:
                 trace_rows.append({**keys, **{k: v for k, v in point.items() if not isinstance(v, (dict, list))}})
         else:
@@ -110,7 +113,7 @@ def gather(out: Path) -> dict[str, pd.DataFrame]:
         "trace": _frame(trace_rows, ["unit_id", "step"]),
         "history": _frame(history_rows, ["unit_id", "step"]),
     }
-    folder = out / "tables"
+    folder = campaign.tables_dir
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         temporary = folder / f".{name}.{os.getpid()}.parquet.tmp"

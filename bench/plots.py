@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from baselines.fixed import FIXED_ACTIVATIONS  # noqa: E402
+from bench.activations import fixed_activation  # noqa: E402
 from grafs.genotype import Genotype  # noqa: E402
 
 COMPARISON = ("relu", "gelu", "silu")
@@ -24,7 +24,7 @@ def draw_comparison(axes, x: torch.Tensor) -> None:
     """ReLU, GELU and SiLU as dashed lines, and the axes through the origin."""
     with torch.no_grad():
         for name in COMPARISON:
-            axes.plot(x, FIXED_ACTIVATIONS[name]()(x), lw=1.2, ls="--", label=name)
+            axes.plot(x, fixed_activation(name)(x), lw=1.2, ls="--", label=name)
     axes.axhline(0, color="grey", lw=0.5)
     axes.axvline(0, color="grey", lw=0.5)
     axes.set_xlabel("x")

@@ -1,21 +1,13 @@
 """The campaign runner: resumable, parallel, dependency-aware execution of units.
 
-Layout of an output folder::
-
-    OUT/campaign.json        the validated campaign and its expanded units
-    OUT/units/<id>/          one folder per unit: its outputs, then done.json (or failed.json)
-    OUT/mlflow.db            MLflow tracking store (unless MLFLOW_TRACKING_URI is set)
-    OUT/tables/*.parquet     gathered tables
-
-A unit counts as finished only when ``done.json`` exists; it is written last, atomically. A worker
-holds an exclusive lock on ``<unit>/.lock`` while it runs a unit, so two runners on the same
-folder never run a unit twice. Only the coordinating process writes to MLflow, one unit at a
-time under a folder-wide lock, so parallel workers never meet a locked database.
+Units run in a campaign folder (:mod:`bench.folder`). A worker holds an exclusive lock on
+``<unit>/.lock`` while it runs a unit, so two runners on the same folder never run a unit twice.
+Only the coordinating process writes to MLflow, one unit at a time under a folder-wide lock, so
+parallel workers never meet a locked database.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -23,7 +15,6 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -31,59 +22,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.campaign import Campaign, Unit, expand
+from bench.folder import DONE, FAILED, CampaignFolder, try_lock
 from grafs.errors import UserError
 from grafs.files import write_json_atomic
 
 EXECUTORS = ("local", "submitit")
-DONE, FAILED, RUNNING, PENDING = "done", "failed", "running", "pending"
-
-
-def units_dir(out: Path) -> Path:
-    return out / "units"
-
-
-def unit_dir(out: Path, unit_id: str) -> Path:
-    return units_dir(out) / unit_id
-
-
-@contextmanager
-def _try_lock(path: Path):
-    """An exclusive, non-blocking lock; yields False when another process holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextmanager
-def folder_lock(path: Path):
-    """A blocking exclusive lock (e.g. around MLflow writes shared by runners on one folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def unit_state(folder: Path) -> str:
-    if (folder / "done.json").exists():
-        return DONE
-    if folder.exists():
-        with _try_lock(folder / ".lock") as acquired:
-            if not acquired:
-                return RUNNING
-    if (folder / "failed.json").exists():
-        return FAILED
-    return PENDING
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,14 +51,14 @@ def execute_unit(unit: Unit, out: str, device: str = "auto", threads: int | None
 
     if threads:
         torch.set_num_threads(threads)
-    folder = unit_dir(Path(out), unit.id)
-    with _try_lock(folder / ".lock") as acquired:
+    folder = CampaignFolder(Path(out)).unit_dir(unit.id)
+    with try_lock(folder / ".lock") as acquired:
         if not acquired:
             return Outcome(unit.id, "busy")
         if (folder / "done.json").exists():
             return Outcome(unit.id, DONE, "already finished")
         (folder / "failed.json").unlink(missing_ok=True)
-        write_json_atomic(folder / "unit.json", {"id": unit.id, "kind": unit.kind, "spec": unit.spec})
+        write_json_atomic(folder / "unit.json", unit.to_record())
         started = time.time()
         with open(folder / "attempts.jsonl", "a") as attempts:  # provenance: who ran this unit, when
             attempts.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": started}) + "\n")
@@ -207,24 +150,6 @@ class RunSummary:
     total: int
 
 
-def write_campaign_record(campaign: Campaign, units: list[Unit], out: Path) -> None:
-    from dataclasses import asdict
-
-    record = {
-        "campaign": asdict(campaign),
-        "units": [{"id": u.id, "kind": u.kind, "spec": u.spec, "depends_on": list(u.depends_on)} for u in units],
-    }
-    path = out / "campaign.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        if previous["campaign"]["name"] != campaign.name:
-            raise UserError(
-                f"{out} holds campaign {previous['campaign']['name']!r}, not {campaign.name!r}; "
-                "use another --out folder"
-            )
-    write_json_atomic(path, record)
-
-
 def run_campaign(
     campaign: Campaign,
     out: Path,
@@ -238,9 +163,10 @@ def run_campaign(
         raise UserError(f"--workers must be at least 1, got {workers}")
     units = expand(campaign)
     by_id = {unit.id: unit for unit in units}
+    folder = CampaignFolder(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_campaign_record(campaign, units, out)
-    states = {unit.id: unit_state(unit_dir(out, unit.id)) for unit in units}
+    folder.write_record(campaign, units)
+    states = {unit.id: folder.unit_state(unit.id) for unit in units}
     pending = [u for u in units if states[u.id] != DONE]
     failed: set[str] = set()
     blocked: set[str] = set()
@@ -268,18 +194,18 @@ def run_campaign(
             if not running:
                 if pending:  # units waiting on work another runner holds: look again shortly
                     time.sleep(1.0)
-                    states.update({u.id: unit_state(unit_dir(out, u.id)) for u in units if states[u.id] != DONE})
+                    states.update({u.id: folder.unit_state(u.id) for u in units if states[u.id] != DONE})
                     continue
                 break
             pool.wait_any(list(running))
-            bar.set_postfix_str(_running_progress(out, running.values(), len(failed)), refresh=True)
+            bar.set_postfix_str(_running_progress(folder, running.values(), len(failed)), refresh=True)
             for future in [f for f in running if f.done()]:
                 unit = running.pop(future)
                 try:
                     outcome = future.result()
                 except Exception as error:  # the worker process itself died
                     outcome = Outcome(unit.id, FAILED, f"worker died: {error}")
-                    write_json_atomic(unit_dir(out, unit.id) / "failed.json", {"error": outcome.message})
+                    write_json_atomic(folder.unit_dir(unit.id) / "failed.json", {"error": outcome.message})
                 if outcome.state == "busy":
                     pending.append(unit)
                     time.sleep(0.5)
@@ -298,25 +224,13 @@ def run_campaign(
     return RunSummary(done=done, failed=len(failed), blocked=len(blocked), total=len(units))
 
 
-def _running_progress(out: Path, units, failed: int) -> str:
+def _running_progress(folder: CampaignFolder, units, failed: int) -> str:
     """Per-unit progress of the running units, e.g. ``search-grafs-digits-vit-s0 40%``."""
     parts = []
     for unit in units:
         try:
-            fraction = json.loads((unit_dir(out, unit.id) / "progress.json").read_text())["fraction"]
+            fraction = json.loads((folder.unit_dir(unit.id) / "progress.json").read_text())["fraction"]
         except (OSError, ValueError, KeyError):
             fraction = 0.0
         parts.append(f"{unit.id.rsplit('-', 1)[0]} {100 * fraction:.0f}%")
     return " | ".join(parts) + (f" | {failed} failed" if failed else "")
-
-
-def campaign_status(out: Path) -> dict[str, list[str]]:
-    """done / running / failed / pending unit ids of the campaign in ``out``."""
-    record = out / "campaign.json"
-    if not record.exists():
-        raise UserError(f"{out} holds no campaign (no campaign.json); pass the --out folder of a grafs-bench run")
-    units = json.loads(record.read_text())["units"]
-    status: dict[str, list[str]] = {DONE: [], RUNNING: [], FAILED: [], PENDING: []}
-    for unit in units:
-        status[unit_state(unit_dir(out, unit["id"]))].append(unit["id"])
-    return status

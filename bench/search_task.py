@@ -1,18 +1,20 @@
-"""Adapts a benchmark task to the GRAFS search protocol (``grafs.search.SearchTask``)."""
+"""GRAFS in the harness: a benchmark task seen through the search protocol (``grafs.search.SearchTask``),
+and the GRAFS search behind the :class:`~bench.searchers.Searcher` interface."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 
 import torch
 from torch import Tensor, nn
 
-from baselines.fixed import FIXED_ACTIVATIONS
-from bench.data.base import Dataset, LanguageData
+from bench.activations import fixed_activation
+from bench.data.base import Dataset
+from bench.searchers import Searcher, SearchOutcome, improves, spending, trace_row
 from bench.tasks import Task
 from bench.training import (
-    Batch,
     BatchStream,
     Cost,
     batch_loss,
@@ -22,18 +24,11 @@ from bench.training import (
     make_optimizer,
     metric_value,
 )
-from grafs.search import SearchConfig
+from grafs.batch import Batch
+from grafs.config import SearchConfig, SearchOptions
 
 ARCH_SHARE = 0.25
-
-
-def split_for_search(data: Dataset) -> tuple[object, object]:
-    """The first 75 % of the training split (by index) trains weights, the last 25 % alpha and beta."""
-    size = len(data.train) if isinstance(data, LanguageData) else len(data.train_y)
-    boundary = int(round(size * (1 - ARCH_SHARE)))
-    if isinstance(data, LanguageData):
-        return slice(0, boundary), slice(boundary, size)
-    return torch.arange(boundary), torch.arange(boundary, size)
+"""The last quarter of the training split trains alpha and beta; the first three quarters the weights."""
 
 
 class TaskSearch:
@@ -46,22 +41,15 @@ class TaskSearch:
         self.maximize = task.metric.direction == "max"
         self.accumulation = self.recipe.accumulation
         self.grad_clip = self.recipe.grad_clip
-        weight_part, arch_part = split_for_search(data)
+        weight_part, arch_part = data.search_split(ARCH_SHARE)
         augment = self.recipe.augment
         self.weight_stream = BatchStream(task, data, self.recipe.batch_size, seed, device, weight_part, augment)
         self.arch_stream = BatchStream(task, data, self.recipe.batch_size, seed + 1, device, arch_part, augment)
-        if self.recipe.is_iterative:
-            self.rounds = self.recipe.iterations
-            self.validate_every = self.recipe.eval_interval or self.recipe.iterations
-        else:
-            self.rounds = self.recipe.epochs
-            self.validate_every = 1
+        self.rounds = self.recipe.length
+        self.validate_every = (self.recipe.eval_interval or self.recipe.iterations) if self.recipe.is_iterative else 1
 
-    def build_model(self, activation: Callable[[], nn.Module]) -> nn.Module:
-        return build_model(self.task, self.data, activation)
-
-    def default_activation(self) -> nn.Module:
-        return FIXED_ACTIVATIONS[self.task.default_activation]()
+    def build_model(self, make_site: Callable[[nn.Module], nn.Module]) -> nn.Module:
+        return build_model(self.task, self.data, lambda: make_site(fixed_activation(self.task.default_activation)))
 
     def steps_per_round(self) -> int:
         if self.recipe.is_iterative:
@@ -95,12 +83,59 @@ class TaskSearch:
         return metric_value(self.task, scores), cost.eval_samples
 
 
-def search_config(task: Task, **overrides) -> SearchConfig:
-    """The task's GRAFS settings as a search configuration, with switches overridden."""
+def search_config(task: Task, options: SearchOptions | None = None) -> SearchConfig:
+    """The task's GRAFS settings with the search's switches."""
     settings = task.grafs
-    return SearchConfig(
+    return SearchConfig.of(
+        options or SearchOptions(),
         arch_lr=settings.arch_lr,
         start_shrinking=settings.start_shrinking,
         warmstart_rounds=settings.warmstart,
-        **overrides,
     )
+
+
+class GrafsSearcher(Searcher):
+    """The GRAFS bilevel search; its cost is set by the task's search recipe, not by a budget."""
+
+    method = "grafs"
+
+    def __init__(self, method: str = "grafs", options: SearchOptions | None = None):
+        self.method, self.options = method, options or SearchOptions()
+
+    def search(self, task, seed, budget, *, data, out, device="cpu", progress=None) -> SearchOutcome:
+        from grafs.search import search
+
+        device = torch.device(device)
+        per_epoch = data.samples_per_epoch(task.block_size)
+        trace: list[dict] = []
+        incumbent: list[float] = []
+
+        def record(round_record: dict) -> None:
+            score = round_record["val_score"]
+            if improves(task.metric, score, incumbent[-1] if incumbent else None):
+                incumbent.append(score)
+            spent = spending(Cost(round_record["wall_seconds"], round_record["sample_passes"]), per_epoch)
+            row = trace_row(
+                round_record["round"], "ok", score, incumbent[-1] if incumbent else None, spent,
+                round_record["formula"], active="/".join(map(str, round_record["active_counts"])),
+            )
+            trace.append(row)
+            if progress:
+                progress(row)
+
+        config = search_config(task, self.options)
+        result = search(TaskSearch(task, data, seed, device), seed, config, device, progress=record)
+        return SearchOutcome(
+            method=self.method,
+            genotype=result.genotype,
+            status=result.status,
+            message=result.message,
+            best_score=result.best_score,
+            betas="learned",
+            trace=trace,
+            cost=result.cost,
+            config=asdict(result.config),
+            details={"best_round": result.best_round, "nonfinite": result.nonfinite},
+            history=result.history,
+            scored_on="validation split, network trained in the supernet",
+        )

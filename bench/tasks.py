@@ -8,6 +8,7 @@ of the same family and other datasets.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from bench.registry import Registry
@@ -41,7 +42,43 @@ class Recipe:
 
     @property
     def length(self) -> int:
+        """Epochs, or iterations for an iteration-based recipe."""
         return self.iterations if self.is_iterative else self.epochs
+
+    def step_plan(self, batches_per_epoch: int) -> tuple[int, int, set[int]]:
+        """(optimizer steps in all, steps per epoch, the steps after which to validate on the way).
+
+        An iteration-based recipe validates every ``eval_interval`` iterations and counts its whole
+        length as one epoch; an epoch-based one validates after every epoch but the last."""
+        if self.is_iterative:
+            every = self.eval_interval or self.iterations + 1
+            return self.iterations, self.iterations, set(range(self.eval_interval, self.iterations, every))
+        per_epoch = math.ceil(batches_per_epoch / self.accumulation)
+        return per_epoch * self.epochs, per_epoch, {per_epoch * (epoch + 1) for epoch in range(self.epochs - 1)}
+
+    def epoch_at(self, step: int, steps_per_epoch: int) -> float | None:
+        """The (fractional) epoch after optimizer step ``step``; None for iteration-based recipes."""
+        return None if self.is_iterative else step / steps_per_epoch
+
+    def progress(self, row: dict) -> float:
+        """How far a training is (0..1) at one of its checkpoint records (``step`` and ``epoch``)."""
+        return row["step"] / self.iterations if self.is_iterative else row["epoch"] / self.epochs
+
+    def training_samples(self, samples_per_epoch: int) -> int:
+        """Samples (forward + backward) of one whole training with this recipe."""
+        if self.is_iterative:
+            return self.iterations * self.batch_size * self.accumulation
+        return self.epochs * samples_per_epoch
+
+    def shortened(self, length: int) -> Recipe:
+        """The recipe cut to ``length`` epochs or iterations (an iteration-based one still validates
+        at least twice on the way)."""
+        if not self.is_iterative:
+            return replace(self, epochs=length)
+        changes = {"iterations": length}
+        if self.eval_interval:
+            changes["eval_interval"] = max(1, min(self.eval_interval, length // 2))
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -90,12 +127,42 @@ class Task:
     def model_options(self) -> dict:
         return dict(self.model_kwargs)
 
+    @property
+    def block_size(self) -> int | None:
+        """Tokens per sample of a language task (its model's context); None for other tasks."""
+        return self.model_options.get("block_size")
+
 
 TASKS: Registry[Task] = Registry("task")
 
 
 def get_task(name: str) -> Task:
     return TASKS.get(name)
+
+
+def scaled_task(task: Task, scale: dict[str, int], purpose: str) -> Task:
+    """The task with its ``search`` (or ``retrain``) length shortened as a campaign's ``[scale]`` says
+    (keys ``search_epochs``, ``search_iterations``, ``retrain_epochs``, ``retrain_iterations``)."""
+    recipe = task.recipe if purpose == "retrain" else task.search
+    length = scale.get(f"{purpose}_{'iterations' if recipe.is_iterative else 'epochs'}")
+    if not length:
+        return task
+    shortened = recipe.shortened(length)
+    if purpose == "retrain":
+        return replace(task, recipe=shortened)
+    return replace(task, search=shortened, grafs=_scaled_grafs(task.grafs, recipe, shortened.length))
+
+
+def _scaled_grafs(settings: GrafsSettings, recipe: Recipe, new_length: int) -> GrafsSettings:
+    """Shrinking start and warmstart in a shortened search: epochs stay as they are (the paper's
+    one warmstart epoch, shrinking from epoch 2) unless the search got too short for them;
+    iteration counts keep their share of the search."""
+    start, warmstart = settings.start_shrinking, settings.warmstart
+    if recipe.is_iterative:
+        start = round(start * new_length / recipe.length)
+        warmstart = round(warmstart * new_length / recipe.length)
+    start = max(1, min(new_length - 1, start))
+    return replace(settings, start_shrinking=start, warmstart=max(1, min(start, warmstart)))
 
 
 def _register_family(search: Task, targets: list[Task]) -> None:
@@ -305,8 +372,3 @@ _register_family(
         _variant(_pydoc_gpt, "stdlib-gpt", "nano GPT on CPython's standard-library source", dataset="stdlib-text"),
     ],
 )
-
-
-def search_tasks(scale: str | None = None) -> list[Task]:
-    """Tasks that other tasks transfer from, optionally of one scale."""
-    return [t for t in map(get_task, TASKS) if t.transfer and (scale is None or t.scale == scale)]

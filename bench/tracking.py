@@ -16,7 +16,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from bench.runner import folder_lock, unit_dir
+from bench.campaign import RetrainSpec, SearchSpec, Spec, Unit
+from bench.folder import CampaignFolder, folder_lock
 
 UNIT_TAG = "grafs_bench.unit_id"
 PACKAGES = ("torch", "torchvision", "optuna", "mlflow", "numpy", "pandas")
@@ -24,7 +25,7 @@ PACKAGES = ("torch", "torchvision", "optuna", "mlflow", "numpy", "pandas")
 
 def tracking_uri(out: Path) -> str:
     """``$MLFLOW_TRACKING_URI`` when set (e.g. a shared server), else SQLite inside ``out``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{CampaignFolder(out).mlflow_db.resolve()}"
 
 
 @lru_cache(maxsize=1)
@@ -79,9 +80,9 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        self.out = out
+        self.out, self.folder = out, CampaignFolder(out)
         self.uri = tracking_uri(out)
-        self.lock = out / ".mlflow.lock"
+        self.lock = self.folder.mlflow_lock
         with folder_lock(self.lock):
             # The first client on a new SQLite file creates its schema: one process at a time.
             self.client = MlflowClient(tracking_uri=self.uri)
@@ -118,45 +119,46 @@ class Tracker:
                 return run.info.run_id
         return None
 
-    def log_unit(self, unit_id: str, kind: str, spec: dict, device: str = "") -> str:
+    def log_unit(self, unit: Unit, device: str = "") -> str:
         """Log a finished unit once; returns its MLflow run id."""
         with folder_lock(self.lock):
-            for run in self._existing(unit_id):
+            for run in self._existing(unit.id):
                 if run.info.status == "FINISHED":
                     return run.info.run_id
                 self._delete_with_children(run.info.run_id)  # left unfinished by a killed runner
-            folder = unit_dir(self.out, unit_id)
-            if kind == "search":
-                return self._log_search(unit_id, spec, folder, device)
-            return self._log_retrain(unit_id, spec, folder, device)
+            folder = self.folder.unit_dir(unit.id)
+            if isinstance(unit.spec, SearchSpec):
+                return self._log_search(unit.id, unit.spec, folder, device)
+            return self._log_retrain(unit.id, unit.spec, folder, device)
 
     # ------------------------------------------------------------------------------------------
-    def _tags(self, unit_id: str, kind: str, spec: dict, device: str) -> dict[str, str]:
-        options = spec.get("options", {})
+    def _tags(self, unit_id: str, kind: str, spec: Spec, device: str) -> dict[str, str]:
+        search = isinstance(spec, SearchSpec)
+        mode = spec.options.get("mode", "fixed") if search and spec.method == "grafs" else ""
         return {
             UNIT_TAG: unit_id,
             "kind": kind,
-            "method": spec.get("method", spec["label"]),
-            "label": spec["label"],
-            "task": spec["task"],
-            "seed": str(spec["seed"]),
-            "budget_multiple": str(spec.get("budget_multiple")),
-            "mode": str(options.get("mode", "fixed" if spec.get("method") == "grafs" else "")),
+            "method": spec.method if search else spec.label,
+            "label": spec.label,
+            "task": spec.task,
+            "seed": str(spec.seed),
+            "budget_multiple": str(spec.budget_multiple),
+            "mode": str(mode),
             "device": device,
             **environment_tags(),
         }
 
-    def _start(self, unit_id: str, kind: str, spec: dict, device: str, parent: str | None = None, name=None) -> str:
+    def _start(self, unit_id: str, kind: str, spec: Spec, device: str, parent: str | None = None, name=None) -> str:
         tags = self._tags(unit_id, kind, spec, device)
         if parent:
             tags["mlflow.parentRunId"] = parent
         run = self.client.create_run(self.experiment_id, run_name=name or unit_id, tags=tags)
         return run.info.run_id
 
-    def _log_params(self, run_id: str, spec: dict) -> None:
+    def _log_params(self, run_id: str, spec: Spec) -> None:
         from mlflow.entities import Param
 
-        params = [Param(key, value[:6000]) for key, value in _flatten("", spec, {}).items()]
+        params = [Param(key, value[:6000]) for key, value in _flatten("", spec.to_dict(), {}).items()]
         for start in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[start : start + 100])
 
@@ -175,7 +177,7 @@ class Tracker:
             if (folder / name).exists():
                 self.client.log_artifact(run_id, str(folder / name))
 
-    def _log_search(self, unit_id: str, spec: dict, folder: Path, device: str) -> str:
+    def _log_search(self, unit_id: str, spec: SearchSpec, folder: Path, device: str) -> str:
         result = _read(folder, "result.json") or {}
         trace = _read(folder, "trace.json") or []
         parent = self._start(unit_id, "search", spec, device)
@@ -183,7 +185,7 @@ class Tracker:
         summary = {"best_score": result.get("best_score"), **_numbers(result.get("cost", {}))}
         self._log_metrics(parent, [summary], "step")
         self._log_metrics(parent, trace, "step")
-        child_kind = "epoch" if spec.get("method") == "grafs" else "trial"
+        child_kind = "epoch" if spec.method == "grafs" else "trial"
         for row in trace:
             child = self._start(
                 unit_id + f"/{child_kind}-{row['step']}",
@@ -201,11 +203,11 @@ class Tracker:
         self.client.set_terminated(parent)
         return parent
 
-    def _log_retrain(self, unit_id: str, spec: dict, folder: Path, device: str) -> str:
+    def _log_retrain(self, unit_id: str, spec: RetrainSpec, folder: Path, device: str) -> str:
         metrics = _read(folder, "metrics.json") or {}
         history = _read(folder, "history.json") or []
         run_id = self._start(unit_id, "retrain", spec, device)
-        source = spec["activation"].get("search")
+        source = spec.activation.search
         if source:
             search_run = self.run_id_of(source)
             if search_run:

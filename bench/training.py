@@ -11,7 +11,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,10 +20,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from bench.data import load_dataset
-from bench.data.base import ClassificationData, Dataset, LanguageData
+from bench.data.base import Batch, Dataset, Part
 from bench.models import create_model
 from bench.tasks import Recipe, Task
-from grafs.errors import UserError
+from grafs.cost import Cost
+from grafs.errors import Diverged, UserError
+from grafs.steps import AccumulatedStep
 
 ActivationFactory = Callable[[], nn.Module]
 
@@ -31,33 +33,6 @@ ActivationFactory = Callable[[], nn.Module]
 # ----------------------------------------------------------------------------------------------
 # Records
 # ----------------------------------------------------------------------------------------------
-@dataclass
-class Cost:
-    """What a run spent: wall seconds and samples pushed through the network.
-
-    ``train_samples`` count forward + backward passes, ``eval_samples`` forward-only passes; for
-    language models a sample is one block of tokens.
-    """
-
-    wall_seconds: float = 0.0
-    train_samples: int = 0
-    eval_samples: int = 0
-
-    @property
-    def sample_passes(self) -> int:
-        return self.train_samples + self.eval_samples
-
-    def __add__(self, other: Cost) -> Cost:
-        return Cost(
-            self.wall_seconds + other.wall_seconds,
-            self.train_samples + other.train_samples,
-            self.eval_samples + other.eval_samples,
-        )
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "sample_passes": self.sample_passes}
-
-
 @dataclass
 class TrainResult:
     task: str
@@ -79,10 +54,6 @@ class TrainResult:
             "metrics": self.metrics,
             "cost": self.cost.to_dict(),
         }
-
-
-class Diverged(Exception):
-    """A non-finite loss: the run stops and is reported with status ``diverged``."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,106 +114,30 @@ def lr_factor(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int)
 # ----------------------------------------------------------------------------------------------
 # Batches
 # ----------------------------------------------------------------------------------------------
-def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Tensor:
-    """Zero-pad by ``padding`` and crop back to size at a random offset per image."""
-    n, _, height, width = images.shape
-    padded = F.pad(images, (padding,) * 4).permute(0, 2, 3, 1)
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(height))[:, :, None]
-    cols = (dx[:, None] + torch.arange(width))[:, None, :]
-    return padded[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2)
-
-
-def random_flip(images: Tensor, generator: torch.Generator) -> Tensor:
-    flip = torch.rand(images.shape[0], generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)
-
-
-def trivial_augment(images: Tensor) -> Tensor:
-    from torchvision.transforms import v2
-
-    augment = v2.TrivialAugmentWide()
-    return torch.stack([augment(image) for image in images])
-
-
-def augment_batch(images: Tensor, augment: str, generator: torch.Generator) -> Tensor:
-    if augment == "none" or images.dim() != 4:
-        return images
-    if augment == "trivial_augment":
-        images = trivial_augment(images)
-    elif augment != "crop_flip":
-        raise UserError(f"unknown augmentation {augment!r}; valid choices: crop_flip, none, trivial_augment")
-    padding = max(1, images.shape[-1] // 8)  # 4 pixels on 32x32 images, as the recipes state
-    return random_flip(random_crop(images, padding, generator), generator)
-
-
-@dataclass
-class Batch:
-    inputs: Tensor
-    targets: Tensor
-
-    @property
-    def size(self) -> int:
-        return self.inputs.shape[0]
-
-
-def classification_batches(
-    data: ClassificationData,
-    indices: Tensor,
-    batch_size: int,
-    augment: str,
-    generator: torch.Generator,
-    device: torch.device,
-) -> Iterator[Batch]:
-    """One shuffled pass over ``indices`` of the training split."""
-    order = indices[torch.randperm(len(indices), generator=generator)]
-    for start in range(0, len(order), batch_size):
-        chosen = order[start : start + batch_size]
-        inputs = augment_batch(data.train_x[chosen], augment, generator)
-        yield Batch(data.normalize(inputs.to(device)), data.train_y[chosen].to(device))
-
-
-def language_batch(tokens: Tensor, block_size: int, batch_size: int, generator: torch.Generator, device) -> Batch:
-    """Random contiguous blocks, the targets shifted by one token (as nanoGPT samples)."""
-    starts = torch.randint(len(tokens) - block_size - 1, (batch_size,), generator=generator)
-    window = torch.arange(block_size + 1)
-    blocks = tokens[starts[:, None] + window].long()
-    return Batch(blocks[:, :-1].to(device), blocks[:, 1:].to(device))
-
-
-def block_size_of(task: Task) -> int:
-    return int(task.model_options["block_size"])
-
-
 class BatchStream:
-    """An endless stream of training batches from a subset of the training split.
+    """An endless stream of training batches from a part of the training split.
 
-    Classification batches come in shuffled epochs over ``indices``; ``epoch`` counts finished
-    passes. Language batches are random blocks from the token range ``indices`` (a slice).
+    The data decides how it is cut: classification batches come in shuffled epochs over the
+    part's samples (``epoch`` counts finished passes), language batches are random blocks.
     """
 
-    def __init__(self, task: Task, data: Dataset, batch_size: int, seed: int, device, indices=None, augment="none"):
-        self.task, self.data, self.batch_size, self.device, self.augment = task, data, batch_size, device, augment
+    def __init__(self, task: Task, data: Dataset, batch_size: int, seed: int, device, part: Part = None,
+                 augment: str = "none"):
+        self.data, self.part, self.batch_size, self.device, self.augment = data, part, batch_size, device, augment
+        self.block_size = task.block_size
         self.generator = torch.Generator().manual_seed(seed)
-        if isinstance(data, LanguageData):
-            self.tokens = data.train if indices is None else data.train[indices]
-        else:
-            self.indices = torch.arange(len(data.train_y)) if indices is None else indices
         self.epoch = 0
         self._current: Iterator[Batch] | None = None
 
     @property
-    def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.indices) / self.batch_size)
+    def samples_per_epoch(self) -> int:
+        return self.data.part_size(self.part)
 
     @property
-    def samples_per_epoch(self) -> int:
-        return len(self.indices)
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.samples_per_epoch / self.batch_size)
 
     def next_batch(self) -> Batch:
-        if isinstance(self.data, LanguageData):
-            return language_batch(self.tokens, block_size_of(self.task), self.batch_size, self.generator, self.device)
         while True:
             batch = next(self._epoch(), None)
             if batch is not None:
@@ -250,15 +145,15 @@ class BatchStream:
             self._finish_epoch()
 
     def epoch_batches(self) -> Iterator[Batch]:
-        """The remaining batches of the current classification epoch."""
+        """The remaining batches of the current epoch."""
         yield from self._epoch()
         self._finish_epoch()
 
     def _epoch(self) -> Iterator[Batch]:
         """The current epoch's batch iterator, shuffled anew when an epoch starts."""
         if self._current is None:
-            self._current = classification_batches(
-                self.data, self.indices, self.batch_size, self.augment, self.generator, self.device
+            self._current = self.data.training_batches(
+                self.part, self.batch_size, self.generator, self.device, self.augment, self.block_size
             )
         return self._current
 
@@ -280,30 +175,6 @@ def batch_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     return loss, correct
 
 
-def evaluation_batches(task: Task, data: Dataset, split: str, recipe: Recipe, device, indices=None) -> Iterator[Batch]:
-    """Batches of a split, or of the part ``indices`` of it (a slice of the token stream for language data)."""
-    if isinstance(data, LanguageData):
-        tokens = data.split(split) if indices is None else data.split(split)[indices]
-        block = block_size_of(task)
-        starts = torch.arange(0, len(tokens) - block - 1, block)
-        limit = recipe.eval_batches * recipe.eval_batch_size
-        if limit:
-            starts = starts[:: max(1, math.ceil(len(starts) / limit))][:limit]
-        window = torch.arange(block + 1)
-        for begin in range(0, len(starts), recipe.eval_batch_size):
-            blocks = tokens[starts[begin : begin + recipe.eval_batch_size, None] + window].long()
-            yield Batch(blocks[:, :-1].to(device), blocks[:, 1:].to(device))
-        return
-    inputs, targets = data.split(split)
-    if indices is not None:
-        inputs, targets = inputs[indices], targets[indices]
-    for start in range(0, len(targets), recipe.eval_batch_size):
-        yield Batch(
-            data.normalize(inputs[start : start + recipe.eval_batch_size].to(device)),
-            targets[start : start + recipe.eval_batch_size].to(device),
-        )
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -313,13 +184,14 @@ def evaluate(
     recipe: Recipe,
     device,
     cost: Cost | None = None,
-    indices=None,
+    part: Part = None,
 ):
-    """Loss and accuracy on a split (or on its part ``indices``); adds the forward passes to ``cost``."""
+    """Loss and accuracy on a split (or on its ``part``); adds the forward passes to ``cost``."""
     was_training = model.training
     model.eval()
     total_loss, total_correct, total_count, samples = 0.0, 0, 0, 0
-    for batch in evaluation_batches(task, data, split, recipe, device, indices):
+    batches = data.evaluation_batches(split, recipe.eval_batch_size, device, part, task.block_size, recipe.eval_batches)
+    for batch in batches:
         loss, correct = batch_loss(model, batch)
         count = batch.targets.numel()
         total_loss += float(loss) * count
@@ -339,27 +211,18 @@ def metric_value(task: Task, scores: dict[str, float]) -> float:
 # ----------------------------------------------------------------------------------------------
 # The training loop
 # ----------------------------------------------------------------------------------------------
-def optimizer_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    stream: BatchStream,
-    recipe: Recipe,
-    cost: Cost,
-) -> float:
-    """One optimizer step over ``recipe.accumulation`` micro-batches; returns the mean loss."""
-    optimizer.zero_grad(set_to_none=True)
+def optimizer_step(model: nn.Module, step: AccumulatedStep, stream: BatchStream, cost: Cost) -> float:
+    """One optimizer step over the step's micro-batches; returns their mean loss."""
     losses = []
-    for _ in range(recipe.accumulation):
+    for _ in range(step.accumulation):
         batch = stream.next_batch()
         loss, _ = batch_loss(model, batch)
         if not torch.isfinite(loss):
             raise Diverged(f"non-finite training loss at step {len(losses)}")
-        (loss / recipe.accumulation).backward()
+        step.backward(loss)
         losses.append(loss.item())
         cost.train_samples += batch.size
-    if recipe.grad_clip:
-        nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-    optimizer.step()
+    step.apply()
     return sum(losses) / len(losses)
 
 
@@ -393,29 +256,25 @@ def train(
     seed_everything(seed)
     model = build_model(task, data, activation).to(device)
     optimizer = make_optimizer(model.parameters(), recipe)
-    stream = BatchStream(task, data, recipe.batch_size, seed, device, indices=train_indices, augment=recipe.augment)
+    stream = BatchStream(task, data, recipe.batch_size, seed, device, part=train_indices, augment=recipe.augment)
     validation = ("val", None) if val_indices is None else ("train", val_indices)
     cost, history = Cost(), []
     started = time.perf_counter()
 
-    if recipe.is_iterative:
-        total_steps, steps_per_epoch = recipe.iterations, recipe.iterations
-        checkpoints = set(range(recipe.eval_interval, total_steps, recipe.eval_interval or total_steps + 1))
-    else:
-        steps_per_epoch = math.ceil(stream.batches_per_epoch / recipe.accumulation)
-        total_steps = steps_per_epoch * recipe.epochs
-        checkpoints = {steps_per_epoch * (epoch + 1) for epoch in range(recipe.epochs - 1)}
+    total_steps, steps_per_epoch, checkpoints = recipe.step_plan(stream.batches_per_epoch)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=total_steps, desc=f"{task.name} [{activation_name}]", disable=not show, leave=False)
     status, message, losses = "ok", "", []
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(recipe, step, total_steps, steps_per_epoch)
     )
+    weight_step = AccumulatedStep(
+        [p for p in model.parameters() if p.requires_grad], optimizer, scheduler, recipe.accumulation, recipe.grad_clip
+    )
     model.train()
     try:
         for step in range(1, total_steps + 1):
-            losses.append(optimizer_step(model, optimizer, stream, recipe, cost))
-            scheduler.step()
+            losses.append(optimizer_step(model, weight_step, stream, cost))
             bar.update()
             if step in checkpoints:
                 record = _checkpoint(model, task, data, recipe, device, cost, step, steps_per_epoch, losses, validation)
@@ -453,7 +312,7 @@ def _checkpoint(model, task, data, recipe, device, cost, step, steps_per_epoch, 
     scores = evaluate(model, task, data, split, recipe, device, cost, indices)
     return {
         "step": step,
-        "epoch": step / steps_per_epoch if not recipe.is_iterative else None,
+        "epoch": recipe.epoch_at(step, steps_per_epoch),
         "train_loss": sum(losses) / len(losses) if losses else float("nan"),
         "val_loss": scores["loss"],
         "val_accuracy": scores["accuracy"],

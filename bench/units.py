@@ -7,21 +7,25 @@ from pathlib import Path
 
 from baselines.blackbox import STUDY_FILE
 from bench.activations import Activation, genotype_activation, resolve_activation
-from bench.campaign import Unit, scaled_task
-from bench.runs import save_search_outcome, save_train_result
-from bench.searchers import METHODS, Budget, grafs_spending
-from bench.tasks import get_task
+from bench.budget import Budget, grafs_spending
+from bench.campaign import RetrainSpec, SearchSpec, Unit
+from bench.folder import CampaignFolder
+from bench.methods import METHODS
+from bench.outputs import save_search_outcome, save_train_result
+from bench.tasks import get_task, scaled_task
 from bench.training import load_task_data, resolve_device, train
 from grafs.files import write_json_atomic
 from grafs.genotype import Genotype
+
+BUDGET_COLUMNS = {"seconds": "wall_seconds", "sample_passes": "sample_passes", "epoch_equivalents": "epoch_equivalents"}
 
 
 def run_unit(unit: Unit, folder: Path, out: Path, device: str) -> dict:
     """Run ``unit`` into ``folder``; returns the summary that goes into its done.json."""
     device = resolve_device(device)
-    if unit.kind == "search":
-        return run_search_unit(unit.spec, folder, out, device)
-    return run_retrain_unit(unit.spec, folder, out, device)
+    if isinstance(unit.spec, SearchSpec):
+        return run_search_unit(unit.spec, folder, CampaignFolder(out), device)
+    return run_retrain_unit(unit.spec, folder, CampaignFolder(out), device)
 
 
 def _progress_writer(folder: Path, fraction_of):
@@ -33,33 +37,30 @@ def _progress_writer(folder: Path, fraction_of):
     return write
 
 
-BUDGET_COLUMNS = {"seconds": "wall_seconds", "sample_passes": "sample_passes", "epoch_equivalents": "epoch_equivalents"}
-
-
-def run_search_unit(spec: dict, folder: Path, out: Path, device) -> dict:
-    scale = spec["scale"]
-    method = METHODS.get(spec["method"])
-    task = scaled_task(get_task(spec["task"]), scale, "search")
-    options = dict(spec["options"])
+def run_search_unit(spec: SearchSpec, folder: Path, campaign: CampaignFolder, device) -> dict:
+    method = METHODS.get(spec.method)
+    task = scaled_task(get_task(spec.task), spec.scale, "search")
+    options = dict(spec.options)
+    declared = {name for name in method.options.__dataclass_fields__}
     for key in ("proxy_epochs", "proxy_iterations"):  # the campaign's shortened proxy trainings
-        if key in method.options and key in scale:
-            options.setdefault(key, scale[key])
+        if key in declared and key in spec.scale:
+            options.setdefault(key, spec.scale[key])
     searcher = method.create(**options)
     budget = None
     if method.budgeted:
-        reference = out / "units" / spec["budget_from"] / "result.json"
+        reference = campaign.unit_dir(spec.budget_from) / "result.json"
         budget = Budget.matched(
             grafs_spending(reference, task),
-            spec["budget_multiple"],
-            spec["budget_unit"],
-            source=f"{spec['budget_multiple']:g} x GRAFS unit {spec['budget_from']}",
+            spec.budget_multiple,
+            spec.budget_unit,
+            source=f"{spec.budget_multiple:g} x GRAFS unit {spec.budget_from}",
         )
-    if spec.get("extends"):
-        _continue_study(out / "units" / spec["extends"], folder)
+    if spec.extends:
+        _continue_study(campaign.unit_dir(spec.extends), folder)
     data = load_task_data(task)
     outcome = searcher.search(
         task,
-        spec["seed"],
+        spec.seed,
         budget,
         data=data,
         out=folder,
@@ -71,7 +72,7 @@ def run_search_unit(spec: dict, folder: Path, out: Path, device) -> dict:
             else (lambda row: (row["step"] + 1) / task.search.length),
         ),
     )
-    summary = save_search_outcome(outcome, folder, task, data, spec["seed"])
+    summary = save_search_outcome(outcome, folder, task, data, spec.seed)
     return {"status": summary["status"], "formula": summary["formula"]}
 
 
@@ -85,30 +86,25 @@ def _continue_study(previous: Path, folder: Path) -> None:
         temporary.replace(folder / STUDY_FILE)
 
 
-def _activation_of(spec: dict, out: Path) -> Activation:
-    source = spec["activation"]
-    if "fixed" in source:
-        return resolve_activation(source["fixed"])
-    path = out / "units" / source["search"] / "genotype.json"
-    return genotype_activation(spec["label"], Genotype.load(path), source.get("learnable_betas", False))
+def _activation_of(spec: RetrainSpec, campaign: CampaignFolder) -> Activation:
+    source = spec.activation
+    if source.fixed is not None:
+        return resolve_activation(source.fixed)
+    path = campaign.unit_dir(source.search) / "genotype.json"
+    return genotype_activation(spec.label, Genotype.load(path), source.learnable_betas)
 
 
-def run_retrain_unit(spec: dict, folder: Path, out: Path, device) -> dict:
-    task = scaled_task(get_task(spec["task"]), spec["scale"], "retrain")
-    activation = _activation_of(spec, out)
+def run_retrain_unit(spec: RetrainSpec, folder: Path, campaign: CampaignFolder, device) -> dict:
+    task = scaled_task(get_task(spec.task), spec.scale, "retrain")
+    activation = _activation_of(spec, campaign)
     result = train(
         task,
         activation.factory,
-        spec["seed"],
+        spec.seed,
         activation_name=activation.name,
         device=device,
         progress=False,
-        on_epoch=_progress_writer(
-            folder,
-            lambda row: (
-                row["step"] / task.recipe.iterations if task.recipe.is_iterative else row["epoch"] / task.recipe.epochs
-            ),
-        ),
+        on_epoch=_progress_writer(folder, task.recipe.progress),
     )
     save_train_result(result, folder, activation.genotype)
     return {"status": result.status, "test_metric": result.metrics["test_metric"]}

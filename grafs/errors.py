@@ -17,3 +17,11 @@ def unknown_name(kind: str, name: object, choices: Iterable[str]) -> UserError:
     """The error for a name that is not one of ``choices``, listing the valid ones."""
     valid = ", ".join(sorted(choices))
     return UserError(f"unknown {kind} {name!r}; valid choices: {valid}")
+
+
+class Diverged(Exception):
+    """Non-finite losses or gradients that a run cannot recover from.
+
+    Searches and trainings stop and report the status ``diverged`` (with this message) instead
+    of raising further: a diverged run is a result, not a crash.
+    """

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from grafs.config import SPACES
 from grafs.errors import UserError, unknown_name
 
 INF = 10.0
@@ -28,8 +29,6 @@ BETA_INIT_STD = 0.25
 
 SLOTS: tuple[str, ...] = ("u0", "u1", "b0", "u2", "u3", "b1")
 SLOT_ARITY: dict[str, int] = {"u0": 1, "u1": 1, "b0": 2, "u2": 1, "u3": 1, "b1": 2}
-
-SPACES = ("standard", "extended")
 
 _SQRT_INF = math.sqrt(INF)
 _CBRT_INF = INF ** (1.0 / 3.0)

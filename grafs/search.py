@@ -30,24 +30,29 @@ import torch
 from torch import Tensor, nn
 
 from grafs.cell import CellSite, SearchCell
-from grafs.errors import UserError, unknown_name
+from grafs.config import MODES, SearchConfig, SearchOptions
+from grafs.cost import Cost
+from grafs.errors import Diverged, UserError
 from grafs.genotype import Genotype
 from grafs.ops import SLOTS, slot_candidates
+from grafs.steps import AccumulatedStep, gradients_finite
 
-MODES = ("fixed", "reference")
+__all__ = ["MODES", "SearchConfig", "SearchOptions", "SearchResult", "SearchTask", "search", "shrink_schedule"]
 
 
 class SearchTask(Protocol):
-    """What a search needs from a task. Batches are objects with ``.size`` (samples)."""
+    """What a search needs from a task. Batches are :class:`~grafs.batch.Batch` es (or anything with
+    ``.size``, the samples they hold, that :meth:`loss` accepts)."""
 
     name: str
     rounds: int  # search length: epochs, or iterations for iteration-based tasks
     validate_every: int  # rounds between validations
     maximize: bool  # direction of the validation score
 
-    def build_model(self, activation: Callable[[], nn.Module]) -> nn.Module: ...
-
-    def default_activation(self) -> nn.Module: ...
+    def build_model(self, make_site: Callable[[nn.Module], nn.Module]) -> nn.Module:
+        """The network with ``make_site(default)`` at every activation site, ``default`` being the
+        activation the site has without the search (ReLU, GELU, ...): warmstart runs it."""
+        ...
 
     def weight_optimizer(self, parameters: Iterable[Tensor], total_steps: int) -> tuple[torch.optim.Optimizer, object]:
         """An optimizer for the network weights and its per-step learning-rate scheduler."""
@@ -71,43 +76,6 @@ class SearchTask(Protocol):
     grad_clip: float | None
 
 
-@dataclass(frozen=True)
-class SearchConfig:
-    """Switches and constants of one search. The four contributions can be ablated one by one."""
-
-    arch_lr: float = 6e-4
-    start_shrinking: int = 2
-    warmstart_rounds: int = 1
-    mode: str = "fixed"
-    warmstart: bool = True
-    bounded: bool = True
-    shrinking: bool = True
-    shared_sample: bool = False
-    space: str = "standard"
-    fast: bool = True
-    arch_weight_decay: float = 1e-3
-    arch_betas: tuple[float, float] = (0.5, 0.999)
-    max_consecutive_skips: int = 25
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise unknown_name("search mode", self.mode, MODES)
-
-
-@dataclass
-class SearchCost:
-    wall_seconds: float = 0.0
-    train_samples: int = 0  # forward + backward, weight and architecture steps
-    eval_samples: int = 0
-
-    @property
-    def sample_passes(self) -> int:
-        return self.train_samples + self.eval_samples
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "sample_passes": self.sample_passes}
-
-
 @dataclass
 class SearchResult:
     genotype: Genotype
@@ -116,7 +84,7 @@ class SearchResult:
     best_round: int
     best_score: float
     history: list[dict]
-    cost: SearchCost
+    cost: Cost
     config: SearchConfig
     nonfinite: dict[str, int] = field(default_factory=dict)
 
@@ -198,14 +166,6 @@ def alpha_summary(cell: SearchCell) -> dict[str, dict[str, float]]:
     return summary
 
 
-def _all_finite(tensors: Iterable[Tensor]) -> bool:
-    return all(t.grad is None or bool(torch.isfinite(t.grad).all()) for t in tensors)
-
-
-class Diverged(Exception):
-    pass
-
-
 # ----------------------------------------------------------------------------------------------
 # The search
 # ----------------------------------------------------------------------------------------------
@@ -218,7 +178,7 @@ class BilevelSearch:
             space=config.space, bounded=config.bounded, shared_sample=config.shared_sample, fast=config.fast
         )
         self.cell.to(device)
-        self.model = task.build_model(lambda: self.cell.site(task.default_activation())).to(device)
+        self.model = task.build_model(self.cell.site).to(device)
         if config.shared_sample:
             self.cell.attach_pass_hook(self.model)
         self.weights = [p for p in self.model.parameters() if p.requires_grad]
@@ -227,11 +187,11 @@ class BilevelSearch:
             self.arch_params, lr=config.arch_lr, betas=config.arch_betas, weight_decay=config.arch_weight_decay
         )
         total_steps = task.rounds * task.steps_per_round()
-        self.weight_optimizer, self.scheduler = task.weight_optimizer(self.weights, total_steps)
-        self.cost = SearchCost()
+        optimizer, scheduler = task.weight_optimizer(self.weights, total_steps)
+        self.weight_step = AccumulatedStep(self.weights, optimizer, scheduler, task.accumulation, task.grad_clip)
+        self.cost = Cost()
         self.skipped: Counter[str] = Counter()
         self._consecutive_skips = 0
-        self._finite_micro_batches = 0
 
     # -- steps --------------------------------------------------------------------------------
     def _skip(self, reason: str) -> None:
@@ -256,7 +216,7 @@ class BilevelSearch:
             return
         # Fixed mode isolates the two levels: this backward reaches alpha and beta only.
         loss.backward(inputs=None if reference else self.arch_params)
-        if not _all_finite(self.arch_params):
+        if not gradients_finite(self.arch_params):
             self.arch_optimizer.zero_grad(set_to_none=True)
             self._skip("architecture gradient")
             return
@@ -275,23 +235,18 @@ class BilevelSearch:
             self._skip("training loss")
             return float("nan")
         reference = self.config.mode == "reference"
-        (loss / self.task.accumulation).backward(inputs=None if reference else self.weights)
-        self._finite_micro_batches += 1
+        self.weight_step.backward(loss, inputs=None if reference else self.weights)
         return loss.item()
 
     def weight_update(self) -> None:
-        if self._finite_micro_batches == 0:
-            pass  # every micro-batch was skipped: nothing to apply
-        elif not _all_finite(self.weights):
+        # Every micro-batch skipped: nothing to apply. Non-finite gradients: skip this step.
+        skip = self.weight_step.micro_batches == 0
+        if not skip and not self.weight_step.gradients_finite():
             self._skip("weight gradient")
-        else:
-            if self.task.grad_clip:
-                nn.utils.clip_grad_norm_(self.weights, self.task.grad_clip)
-            self.weight_optimizer.step()
+            skip = True
+        elif not skip:
             self._consecutive_skips = 0
-        self.scheduler.step()
-        self.weight_optimizer.zero_grad(set_to_none=True)
-        self._finite_micro_batches = 0
+        self.weight_step.apply(skip=skip)
 
     # -- validation -----------------------------------------------------------------------------
     def validation_score(self, warm: bool) -> float:

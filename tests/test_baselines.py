@@ -18,15 +18,18 @@ import optuna
 import pytest
 import torch
 
-from baselines.proxy import Evaluation, ProxyConfig
+from baselines.fixed import fixed_genotype
+from baselines.options import ProxyConfig
+from baselines.proxy import Evaluation
 from baselines.regularized_evolution import MUTATIONS, SUBTREES, mutate, random_genotype
 from baselines.space import distributions, genotype_params
+from bench.budget import Budget, matched_budget
 from bench.cli import main
 from bench.data.base import ClassificationData
-from bench.runs import save_search_outcome
-from bench.searchers import METHODS, Budget, create_searcher, fixed_genotype, matched_budget
+from bench.methods import METHODS, create_searcher
+from bench.outputs import save_search_outcome
 from bench.tasks import get_task
-from bench.training import Cost
+from grafs.cost import Cost
 from grafs.errors import UserError
 from grafs.genotype import Genotype
 from grafs.ops import SLOTS, slot_candidates

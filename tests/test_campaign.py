@@ -33,12 +33,12 @@ def test_expansion_orders_dependencies_and_ids_are_stable():
         assert all(position[dep] < position[unit.id] for dep in unit.depends_on)
     searches = [u for u in units if u.kind == "search"]
     assert len(searches) == 2 * (2 + 2)  # seeds x (two GRAFS variants + random at two multiples)
-    random_search = next(u for u in searches if u.spec["method"] == "random")
+    random_search = next(u for u in searches if u.spec.method == "random")
     grafs = next(u for u in searches if u.id == random_search.depends_on[0])
-    assert grafs.spec["label"] == "grafs" and grafs.spec["seed"] == random_search.spec["seed"]
-    ladder = [u for u in searches if u.spec["method"] == "random" and u.spec["seed"] == 0]
-    assert [u.spec["budget_multiple"] for u in ladder] == [1.0, 2.0]
-    assert ladder[1].spec["extends"] == ladder[0].id and ladder[0].id in ladder[1].depends_on
+    assert grafs.spec.label == "grafs" and grafs.spec.seed == random_search.spec.seed
+    ladder = [u for u in searches if u.spec.method == "random" and u.spec.seed == 0]
+    assert [u.spec.budget_multiple for u in ladder] == [1.0, 2.0]
+    assert ladder[1].spec.extends == ladder[0].id and ladder[0].id in ladder[1].depends_on
     retrains = [u for u in units if u.kind == "retrain"]
     assert len(retrains) == len(searches) * 2 + 1 * 2  # each found + each fixed, on task + target
     assert [u.id for u in expand(parse_campaign(VALID))] == [u.id for u in units]
@@ -47,9 +47,9 @@ def test_expansion_orders_dependencies_and_ids_are_stable():
 def test_only_the_named_budget_multiples_transfer():
     campaign = parse_campaign({**VALID, "evaluation": {**VALID["evaluation"], "transfer_multiples": [2]}})
     retrains = [u for u in expand(campaign) if u.kind == "retrain"]
-    on_target = {(u.spec["label"], u.spec["budget_multiple"]) for u in retrains if u.spec["task"] == "digits-vit-mini"}
+    on_target = {(u.spec.label, u.spec.budget_multiple) for u in retrains if u.spec.task == "digits-vit-mini"}
     assert on_target == {("grafs", None), ("grafs-reference", None), ("random", 2.0), ("relu", None)}
-    on_task = {(u.spec["label"], u.spec["budget_multiple"]) for u in retrains if u.spec["task"] == "digits-vit"}
+    on_task = {(u.spec.label, u.spec.budget_multiple) for u in retrains if u.spec.task == "digits-vit"}
     assert ("random", 1.0) in on_task
     assert len(retrains) == 2 * (4 + 3) + 2  # every find on its task, three per seed on the target, relu twice
 
@@ -64,7 +64,11 @@ def test_only_the_named_budget_multiples_transfer():
         ({"methods": ["grafs", "annealing"]}, r"key 'methods\[1\].method': unknown method 'annealing'; valid choices"),
         ({"methods": ["random"]}, "include 'grafs'"),
         ({"methods": [{"method": "grafs", "mode": "sloppy"}]}, "unknown search mode 'sloppy'"),
-        ({"methods": [{"method": "grafs", "warmstart": "yes"}]}, r"methods\[0\].warmstart': expected bool"),
+        ({"methods": [{"method": "grafs", "warmstart": "yes"}]},
+         r"methods\[0\]': option 'warmstart' of method 'grafs' must be a bool"),
+        ({"methods": ["grafs", {"method": ["random"]}]}, r"methods\[1\].method': unknown method \['random'\]"),
+        ({"methods": ["grafs", {"method": "random", "population": 4}]}, "'population' does not apply to method"),
+        ({"methods": ["grafs", {"method": "random", "proxy_fraction": 1.5}]}, r"proxy fraction must lie in \(0, 1\]"),
         ({"fixed": ["swish"]}, "key 'fixed': unknown activation 'swish'"),
         ({"methods": ["grafs", "relu"]}, "fixed activation: list it under 'fixed'"),
         ({"budget_multiples": [0]}, "budget multiples must be positive"),

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from baselines.published import PUBLISHED_GENOTYPES
 from grafs.errors import UserError
 from grafs.genotype import Genotype
+from grafs.published import PUBLISHED_GENOTYPES
 
 VIT1 = PUBLISHED_GENOTYPES["grafs-vit-1"]
 

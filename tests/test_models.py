@@ -32,7 +32,6 @@ CASES = {
     "gpt_nano": (TEXT, lambda: torch.randint(64, (4, 16)), (4, 16, 64), 2),
     "gpt_micro": (TEXT, lambda: torch.randint(64, (4, 16)), (4, 16, 64), 4),
 }
-DEFAULT_ACTIVATION = {"resnet": "relu", "vit": "gelu", "gpt": "gelu"}
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -90,8 +89,6 @@ def test_each_site_gets_its_own_module_and_runs_once_per_forward(name):
         module.register_forward_hook(lambda m, args, out: calls.__setitem__(id(m), calls[id(m)] + 1))
     model(make_input())
     assert set(calls.values()) == {1}
-    family = next(prefix for prefix in DEFAULT_ACTIVATION if name.startswith(prefix))
-    assert model.default_activation == DEFAULT_ACTIVATION[family]
 
 
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))

@@ -12,10 +12,10 @@ import torch
 
 from bench.campaign import expand, parse_campaign
 from bench.cli import main
+from bench.folder import CampaignFolder
 from bench.report import build_report
 from bench.report.stats import cliques, holm, summary
 from bench.report.tables import named_columns, normalised_transfer
-from bench.runner import write_campaign_record
 from bench.tasks import get_task
 from grafs.errors import UserError
 from grafs.genotype import Genotype
@@ -89,10 +89,10 @@ def write_fixture(out: Path, spec: dict = CAMPAIGN) -> dict:
     campaign = parse_campaign(spec, source="test")
     units = expand(campaign)
     out.mkdir(parents=True, exist_ok=True)
-    write_campaign_record(campaign, units, out)
+    CampaignFolder(out).write_record(campaign, units)
     rows, traces, history = [], [], []
     for unit in units:
-        spec = unit.spec
+        spec = unit.spec.to_dict()
         row = {
             "unit_id": unit.id, "kind": unit.kind, "state": "done", "label": spec["label"],
             "method": spec.get("method", "retrain"), "task": spec["task"], "seed": spec["seed"],
@@ -258,16 +258,16 @@ def test_missing_and_failed_units_are_named_not_averaged(tmp_path):
     out = tmp_path / "partial"
     units = write_fixture(out)
     frame = pd.read_parquet(out / "tables" / "units.parquet")
-    failed = next(u for u in units.values() if u.kind == "search" and u.spec["label"] == "grafs"
-                  and u.spec["task"] == "digits-vit" and u.spec["seed"] == 1)
+    failed = next(u for u in units.values() if u.kind == "search" and u.spec.label == "grafs"
+                  and u.spec.task == "digits-vit" and u.spec.seed == 1)
     blocked = {failed.id}
     for unit in units.values():  # expansion order: a unit comes after everything it depends on
         if blocked & set(unit.depends_on):
             blocked.add(unit.id)
     blocked = sorted(blocked - {failed.id})
-    fixed = next(u for u in units.values() if u.spec["label"] == "gelu" and u.spec["task"] == "digits-vit-mini")
-    dropped = next(u for u in units.values() if u.spec["label"] == "random" and u.kind == "retrain"
-                   and u.spec["task"] == "stdlib-gpt" and u.spec["budget_multiple"] == 1.0)
+    fixed = next(u for u in units.values() if u.spec.label == "gelu" and u.spec.task == "digits-vit-mini")
+    dropped = next(u for u in units.values() if u.spec.label == "random" and u.kind == "retrain"
+                   and u.spec.task == "stdlib-gpt" and u.spec.budget_multiple == 1.0)
     is_failed = frame["unit_id"] == failed.id
     frame.loc[is_failed, "state"] = "failed"
     frame.loc[is_failed, "error"] = "RuntimeError: out of memory"
@@ -302,6 +302,10 @@ def test_bad_folders_are_one_line_user_errors(tmp_path, capsys):
     with pytest.raises(UserError, match="no campaign.json"):
         build_report(tmp_path)
     (tmp_path / "campaign.json").write_text("{}")
+    with pytest.raises(UserError, match="is not a grafs-bench campaign record"):
+        build_report(tmp_path)
+    campaign = parse_campaign(CAMPAIGN, source="test")
+    CampaignFolder(tmp_path).write_record(campaign, expand(campaign))
     with pytest.raises(UserError, match="grafs-bench gather"):
         build_report(tmp_path)
     assert main(["report", str(tmp_path / "nowhere")]) == 2

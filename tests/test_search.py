@@ -98,8 +98,11 @@ class ToyTask:
         self.default_calls = 0
         self.arch_override = None
 
-    def build_model(self, activation):
-        return nn.Sequential(nn.Linear(8, 16), activation(), nn.Linear(16, 16), activation(), nn.Linear(16, 2))
+    def build_model(self, make_site):
+        return nn.Sequential(
+            nn.Linear(8, 16), make_site(self.default_activation()), nn.Linear(16, 16),
+            make_site(self.default_activation()), nn.Linear(16, 2),
+        )
 
     def default_activation(self):
         task = self

@@ -4,6 +4,7 @@ Proxy trainings and features run on the tiny synthetic signal task of ``test_bas
 """
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,12 +12,15 @@ import torch
 from test_baselines import PER_CANDIDATE, one_thread, sample_budget, tiny_data, tiny_task  # noqa: F401
 
 from baselines.features import QUANTILES, FeatureExtractor, output_features
+from baselines.fixed import fixed_genotype
+from baselines.options import ProxyConfig
 from baselines.pangaea import MUTATIONS, PASS_THROUGH, mutate
 from baselines.regularized_evolution import random_genotype
 from baselines.surrogate import build_pool, knn_predict, regression_targets
-from bench.campaign import expand, parse_campaign
-from bench.runs import save_search_outcome
-from bench.searchers import create_searcher, fixed_genotype
+from bench.campaign import ActivationSource, RetrainSpec, expand, parse_campaign
+from bench.folder import CampaignFolder
+from bench.methods import create_searcher
+from bench.outputs import save_search_outcome
 from bench.tasks import get_task
 from bench.training import build_model
 from bench.units import _activation_of
@@ -86,8 +90,9 @@ def test_pangaea_mutations_insert_and_remove_parametric_operations():
 def test_the_per_layer_variant_has_one_parameter_set_per_activation_site(tmp_path):
     genotype = Genotype.from_ops(("mul_beta", "relu", "beta_mix", "add_beta", "identity", "add"))
     genotype.save(tmp_path / "units" / "search-x" / "genotype.json")
-    spec = {"label": "pangaea-per-layer", "activation": {"search": "search-x", "learnable_betas": True}}
-    activation = _activation_of(spec, tmp_path)
+    spec = RetrainSpec("pangaea-per-layer", "tiny", 0, ActivationSource("search-x", learnable_betas=True),
+                       "tiny", 0, 1.0, {})
+    activation = _activation_of(spec, CampaignFolder(tmp_path))
     model = build_model(tiny_task(), tiny_data(), activation.factory)
     sites = [module for module in model.modules() if isinstance(module, GenotypeActivation)]
     assert len(sites) == SITES
@@ -96,7 +101,8 @@ def test_the_per_layer_variant_has_one_parameter_set_per_activation_site(tmp_pat
     tensors = [tensor for names in betas for tensor in names.values()]
     assert len({tensor.data_ptr() for tensor in tensors}) == 3 * SITES  # nothing shared between sites
     shared = build_model(
-        tiny_task(), tiny_data(), _activation_of({**spec, "activation": {"search": "search-x"}}, tmp_path).factory
+        tiny_task(), tiny_data(),
+        _activation_of(replace(spec, activation=ActivationSource("search-x")), CampaignFolder(tmp_path)).factory,
     )
     assert not any(isinstance(m, GenotypeActivation) and list(m.parameters()) for m in shared.modules())
 
@@ -111,7 +117,7 @@ def test_campaigns_retrain_pangaea_finds_also_with_per_layer_betas():
         "evaluation": {"seeds": [0], "targets": []},
     }
     retrains = [unit.spec for unit in expand(parse_campaign(data)) if unit.kind == "retrain"]
-    by_label = {spec["label"]: spec["activation"] for spec in retrains}
+    by_label = {spec.label: spec.activation.to_dict() for spec in retrains}
     assert set(by_label) == {"grafs", "pangaea", "pangaea-per-layer", "surrogate", "shared"}
     assert by_label["pangaea-per-layer"] == {**by_label["pangaea"], "learnable_betas": True}
     assert "learnable_betas" not in by_label["pangaea"]
@@ -163,7 +169,7 @@ def test_per_layer_proxy_trainings_learn_betas_per_site(monkeypatch):
     original = proxy.train
     monkeypatch.setattr(proxy, "train", spy)
     genotype = Genotype.from_ops(("mul_beta", "relu", "add", "identity", "identity", "left"))
-    evaluate = proxy.ProxyEvaluator(tiny_task(), tiny_data(), 0, proxy.ProxyConfig(1.0), learnable_betas=True)
+    evaluate = proxy.ProxyEvaluator(tiny_task(), tiny_data(), 0, ProxyConfig(1.0), learnable_betas=True)
     assert evaluate(genotype).status == "ok"
     first, second = (dict(module.named_parameters()) for module in built)
     assert set(first) == {"beta_u0"} and first["beta_u0"] is not second["beta_u0"]

@@ -84,7 +84,6 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    default_activation = "gelu"
 
     def __init__(self, config: GPTConfig, activation: ActivationFactory):
         super().__init__()

@@ -36,7 +36,6 @@ class BasicBlock1d(nn.Module):
 
 
 class ResNet1d(nn.Module):
-    default_activation = "relu"
 
     def __init__(
         self,

@@ -45,7 +45,6 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    default_activation = "relu"
 
     def __init__(self, blocks_per_stage: int, activation: ActivationFactory, in_channels: int, num_classes: int):
         super().__init__()

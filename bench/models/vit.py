@@ -73,7 +73,6 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    default_activation = "gelu"
 
     def __init__(
         self, config: ViTConfig, activation: ActivationFactory, input_shape: tuple[int, ...], num_classes: int

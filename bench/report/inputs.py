@@ -7,13 +7,13 @@ of silently shrinking a mean.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from bench.campaign import Campaign, MethodSpec
+from bench.campaign import Campaign, SearchSpec, Unit
+from bench.folder import CampaignFolder
 from grafs.errors import UserError
 
 NOT_GATHERED = "not gathered"
@@ -37,42 +37,22 @@ class ReportInputs:
     trace: pd.DataFrame
 
 
-def campaign_from_record(record: dict) -> Campaign:
-    """The :class:`Campaign` back from its ``asdict`` form in ``campaign.json``."""
-    methods = tuple(
-        MethodSpec(m["label"], m["method"], tuple((key, value) for key, value in m.get("options") or ()))
-        for m in record["methods"]
-    )
-    targets = record.get("targets", "all")
-    transfer_multiples = record.get("transfer_multiples")
-    return Campaign(
-        name=record["name"], description=record.get("description", ""), tasks=tuple(record["tasks"]),
-        seeds=tuple(record["seeds"]), budget_multiples=tuple(float(m) for m in record["budget_multiples"]),
-        budget_unit=record.get("budget_unit", "seconds"), methods=methods, fixed=tuple(record.get("fixed", ())),
-        evaluation_seeds=tuple(record.get("evaluation_seeds", (0,))),
-        targets=targets if targets == "all" else tuple(targets),
-        transfer_multiples=None if transfer_multiples is None else tuple(float(m) for m in transfer_multiples),
-        scale=tuple((key, value) for key, value in record.get("scale") or ()), source=record.get("source", ""),
-        device=record.get("device", "auto"),
-    )
-
-
-def _declared(units: list[dict]) -> pd.DataFrame:
+def _declared(units: list[Unit]) -> pd.DataFrame:
     rows = []
     for unit in units:
-        spec = unit["spec"]
-        activation = spec.get("activation") or {}
+        spec = unit.spec
+        search = isinstance(spec, SearchSpec)
         rows.append({
-            "unit_id": unit["id"],
-            "kind": unit["kind"],
-            "label": spec["label"],
-            "task": spec["task"],
-            "seed": spec["seed"],
-            "budget_multiple": spec.get("budget_multiple"),
-            "search_task": spec.get("search_task", spec["task"]),
-            "search_seed": spec.get("search_seed", spec["seed"]),
-            "fixed": activation.get("fixed"),
-            "depends_on": tuple(unit.get("depends_on", ())),
+            "unit_id": unit.id,
+            "kind": unit.kind,
+            "label": spec.label,
+            "task": spec.task,
+            "seed": spec.seed,
+            "budget_multiple": spec.budget_multiple,
+            "search_task": spec.task if search else spec.search_task,
+            "search_seed": spec.seed if search else spec.search_seed,
+            "fixed": None if search else spec.activation.fixed,
+            "depends_on": unit.depends_on,
         })
     return pd.DataFrame(rows, columns=[
         "unit_id", "kind", "label", "task", "seed", "budget_multiple", "search_task", "search_seed", "fixed",
@@ -83,24 +63,17 @@ def _declared(units: list[dict]) -> pd.DataFrame:
 def load_inputs(out: Path) -> ReportInputs:
     """Read ``out``; a folder that is not a gathered campaign is a one-line :class:`UserError`."""
     out = Path(out)
-    if not (out / "campaign.json").is_file():
-        raise UserError(f"{out} holds no campaign (no campaign.json); pass the --out folder of a grafs-bench run")
-    tables = out / "tables"
+    folder = CampaignFolder(out)
+    record = folder.read_record()
+    tables = folder.tables_dir
     if not (tables / "units.parquet").is_file():
         raise UserError(f"{out} has no gathered tables (tables/units.parquet); run `grafs-bench gather {out}` first")
-    try:
-        data = json.loads((out / "campaign.json").read_text())
-        record, declared = data["campaign"], data["units"]
-        campaign = campaign_from_record(record)
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        problem = f"{out / 'campaign.json'} is not a campaign record ({error})"
-        raise UserError(f"{problem}; rerun `grafs-bench run` on it") from None
     gathered = pd.read_parquet(tables / "units.parquet")
-    units = _declared(declared)
+    units = _declared(record.units)
     results = gathered.drop(columns=[c for c in units.columns if c != "unit_id" and c in gathered.columns])
     units = units.merge(results, on="unit_id", how="left", validate="one_to_one")
     units = units.reindex(columns=list(dict.fromkeys([*units.columns, *RESULT_COLUMNS])))
     units["state"] = units["state"].astype(object).where(units["state"].notna(), NOT_GATHERED)
     trace = pd.read_parquet(path) if (path := tables / "trace.parquet").is_file() else pd.DataFrame()
     trace = trace.reindex(columns=list(dict.fromkeys([*trace.columns, *TRACE_COLUMNS])))
-    return ReportInputs(out=out, campaign=campaign, record=record, units=units, trace=trace)
+    return ReportInputs(out=out, campaign=record.campaign, record=record.raw, units=units, trace=trace)

@@ -1,4 +1,4 @@
-"""What a finished run leaves in its folder, and how its cost compares to a plain training."""
+"""What a finished run leaves in its folder: the files of a training or of a search."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.data.base import Dataset, LanguageData
+from bench.data.base import Dataset
 from bench.tasks import Task
-from bench.training import TrainResult, block_size_of
+from bench.training import TrainResult
 from grafs.files import write_json_atomic, write_text_atomic
 from grafs.genotype import Genotype
 
@@ -25,21 +25,6 @@ def save_train_result(result: TrainResult, out: Path, genotype: Genotype | None 
     write_json_atomic(out / "history.json", result.history)
     write_json_atomic(out / "metrics.json", result.to_dict())
     return out
-
-
-def epoch_samples(task: Task, data: Dataset) -> int:
-    """Samples in one epoch of the training split (blocks of tokens for language models)."""
-    if isinstance(data, LanguageData):
-        return len(data.train) // block_size_of(task)
-    return len(data.train_y)
-
-
-def full_training_samples(task: Task, data: Dataset) -> int:
-    """Training samples (forward + backward) of one full training of the task's plain network."""
-    recipe = task.recipe
-    if recipe.is_iterative:
-        return recipe.iterations * recipe.batch_size * recipe.accumulation
-    return recipe.epochs * len(data.train_y)
 
 
 def save_search_outcome(outcome: SearchOutcome, out: Path, task: Task, data: Dataset, seed: int) -> dict:

@@ -1,0 +1,150 @@
+"""The layout of a campaign folder, and the one place that reads and writes its ``campaign.json``::
+
+    OUT/campaign.json        the validated campaign and its expanded units
+    OUT/units/<id>/          one folder per unit: its outputs, then done.json (or failed.json)
+    OUT/mlflow.db            MLflow tracking store (unless MLFLOW_TRACKING_URI is set)
+    OUT/tables/*.parquet     gathered tables
+    OUT/report.md, report.html, figures/   the report
+
+A unit counts as finished only when ``done.json`` exists; it is written last, atomically. A worker
+holds an exclusive lock on ``<unit>/.lock`` while it runs a unit, so a unit folder that exists
+with that lock free and no ``done.json`` is pending again (or failed, with ``failed.json``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.campaign import Campaign, Unit
+from grafs.errors import UserError
+from grafs.files import write_json_atomic
+
+DONE, FAILED, RUNNING, PENDING = "done", "failed", "running", "pending"
+RECORD = "campaign.json"
+
+
+@contextmanager
+def try_lock(path: Path) -> Iterator[bool]:
+    """An exclusive, non-blocking lock; yields False when another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def folder_lock(path: Path) -> Iterator[None]:
+    """A blocking exclusive lock (e.g. around MLflow writes shared by runners on one folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class CampaignRecord:
+    """What ``campaign.json`` holds: the campaign as run and its units in order."""
+
+    campaign: Campaign
+    units: list[Unit]
+    raw: dict  # the "campaign" object as written, for reports that quote it
+
+
+@dataclass(frozen=True)
+class CampaignFolder:
+    root: Path
+
+    @property
+    def record_path(self) -> Path:
+        return self.root / RECORD
+
+    @property
+    def units_dir(self) -> Path:
+        return self.root / "units"
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_lock(self) -> Path:
+        return self.root / ".mlflow.lock"
+
+    @property
+    def report_lock(self) -> Path:
+        return self.root / ".report.lock"
+
+    def unit_dir(self, unit_id: str) -> Path:
+        return self.units_dir / unit_id
+
+    # campaign.json ----------------------------------------------------------------------------
+    def has_record(self) -> bool:
+        return self.record_path.is_file()
+
+    def read_record(self) -> CampaignRecord:
+        """The folder's campaign record; a folder without one, or with a malformed one, is one clear error."""
+        if not self.has_record():
+            raise UserError(
+                f"{self.root} holds no campaign (no {RECORD}); pass the --out folder of a grafs-bench run"
+            )
+        try:
+            data = json.loads(self.record_path.read_text(encoding="utf-8"))
+            return CampaignRecord(
+                Campaign.from_record(data["campaign"]), [Unit.from_record(unit) for unit in data["units"]],
+                data["campaign"],
+            )
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise UserError(
+                f"{self.record_path} is not a grafs-bench campaign record ({type(error).__name__}: {error}); "
+                "pass the --out folder of a grafs-bench run"
+            ) from None
+
+    def write_record(self, campaign: Campaign, units: list[Unit]) -> None:
+        """Write the record; a folder that holds another campaign is refused."""
+        if self.has_record():
+            previous = self.read_record().campaign
+            if previous.name != campaign.name:
+                raise UserError(
+                    f"{self.root} holds campaign {previous.name!r}, not {campaign.name!r}; use another --out folder"
+                )
+        write_json_atomic(self.record_path, {"campaign": asdict(campaign), "units": [u.to_record() for u in units]})
+
+    # unit states ------------------------------------------------------------------------------
+    def unit_state(self, unit_id: str) -> str:
+        folder = self.unit_dir(unit_id)
+        if (folder / "done.json").exists():
+            return DONE
+        if folder.exists():
+            with try_lock(folder / ".lock") as acquired:
+                if not acquired:
+                    return RUNNING
+        if (folder / "failed.json").exists():
+            return FAILED
+        return PENDING
+
+    def status(self, units: list[Unit] | None = None) -> dict[str, list[str]]:
+        """done / running / failed / pending unit ids (of the record's units unless ``units`` are given)."""
+        units = self.read_record().units if units is None else units
+        status: dict[str, list[str]] = {DONE: [], RUNNING: [], FAILED: [], PENDING: []}
+        for unit in units:
+            status[self.unit_state(unit.id)].append(unit.id)
+        return status
