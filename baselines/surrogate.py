@@ -159,7 +159,7 @@ class SurrogateProposer:
         if self.extract is None:
             raise UserError("the surrogate search needs a feature extractor to embed its pool")
         started = time.perf_counter()
-        self.pool = build_pool(self.searcher.pool_size, self.seed, self.searcher.space, self.options.tune_betas)
+        self.pool = build_pool(self.options.pool_size, self.seed, self.options.space, self.options.tune_betas)
         self.fingerprints = [genotype.fingerprint() for genotype in self.pool]
         features = self.extract(self.pool)
         self.embedding = embed(feature_matrix(features), self.options.dims, self.options.embedding, self.seed)

@@ -177,9 +177,10 @@ def test_tinystories_reads_uint16_token_files(tmp_path):
     assert isinstance(data, LanguageData) and data.vocab_size == 50257
     assert data.train.dtype == torch.uint16 and np.array_equal(data.train.numpy(), train)
     assert np.array_equal(data.val.numpy(), val[:50]) and np.array_equal(data.test.numpy(), val[50:])
-    x, y = data.windows("val", torch.tensor([0, 10]), 8)
+    batch = next(data.evaluation_batches("val", 2, "cpu", block_size=8))  # blocks at 0 and 8
+    x, y = batch.inputs, batch.targets
     assert x.dtype == y.dtype == torch.int64 and x.shape == y.shape == (2, 8)
-    assert x[1].tolist() == list(range(50_010, 50_018)) and y[1].tolist() == list(range(50_011, 50_019))
+    assert x[1].tolist() == list(range(50_008, 50_016)) and y[1].tolist() == list(range(50_009, 50_017))
 
 
 @pytest.mark.parametrize("name, folder", [("cifar10", "cifar10"), ("cifar100", "cifar100"),
