@@ -5,8 +5,9 @@ black-box baselines), the fixed activations, the seeds, the budget multiples and
 evaluation. Expanding it gives a list of :class:`Unit` s: searches, and retrainings of every found
 and every fixed activation on the search task and its transfer targets (black-box finds of the
 budget multiples named for transfer only; a PANGAEA find twice: with shared fixed betas and with
-betas learned per activation site). A unit is a pure function
-of its spec; its id is a hash of that spec, so the same grid always maps to the same folders.
+betas learned per activation site; with ``[evaluation] top_k`` > 1 also a black-box search's runner-up
+candidates, on the search task). A unit is a pure function of its spec; its id is a hash of that
+spec, so the same grid always maps to the same folders.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ TOP_KEYS = {
     "scale",
     "device",
 }
-EVALUATION_KEYS = {"seeds", "targets", "transfer_multiples"}
+EVALUATION_KEYS = {"seeds", "targets", "transfer_multiples", "top_k"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,9 @@ class Campaign:
     # Budget multiples whose black-box finds are also retrained on the transfer targets (None: every
     # multiple); the others are retrained on their search task only. GRAFS finds always transfer.
     transfer_multiples: tuple[float, ...] | None = None
+    # How many of each black-box search's best distinct candidates (by proxy score) are retrained on the
+    # search task: 1 retrains the incumbent only; more give the proxy-fidelity analysis its points.
+    top_k: int = 1
     scale: tuple[tuple[str, int], ...] = ()
     source: str = ""
     device: str = "auto"
@@ -266,6 +270,9 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
             if multiple not in multiples:
                 raise _fail(source, "evaluation.transfer_multiples",
                             f"{multiple:g} is not one of the budget multiples {', '.join(f'{m:g}' for m in multiples)}")
+    top_k = evaluation.get("top_k", 1)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise _fail(source, "evaluation.top_k", f"expected a positive integer, got {top_k!r}")
     scale = data.get("scale", {})
     if not isinstance(scale, dict):
         raise _fail(source, "scale", "expected a table of shortened lengths")
@@ -289,6 +296,7 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
         evaluation_seeds=evaluation_seeds,
         targets=targets,
         transfer_multiples=transfer_multiples,
+        top_k=top_k,
         scale=tuple(sorted(scale.items())),
         source=source,
         device=device,
@@ -373,6 +381,7 @@ def expand(campaign: Campaign) -> list[Unit]:
                         campaign, label, activation, task_name, evaluated, seed, multiple, scale,
                         depends_on=(search.id,),
                     )
+                units += _runner_up_retrainings(campaign, method, search, task_name, seed, scale)
         for name in campaign.fixed:
             units += _retrainings(campaign, name, {"fixed": name}, task_name, targets, None, None, scale)
     return _unique(units)
@@ -394,6 +403,22 @@ def _retrainings(
         )
         for target in targets
         for evaluation_seed in campaign.evaluation_seeds
+    ]
+
+
+def _runner_up_retrainings(
+    campaign: Campaign, method: MethodSpec, search: Unit, task: str, seed: int, scale: dict
+) -> list[Unit]:
+    """The candidates ranked 2..top_k by a black-box search's proxy score, retrained on the search task.
+    Only the largest budget's search: under the budget ladder its study holds every smaller one's."""
+    multiple = search.spec["budget_multiple"]
+    if method.is_grafs or multiple != max(campaign.budget_multiples):
+        return []
+    return [
+        unit
+        for rank in range(2, campaign.top_k + 1)
+        for unit in _retrainings(campaign, method.label, {"search": search.id, "rank": rank}, task, (task,), seed,
+                                 multiple, scale, depends_on=(search.id,))
     ]
 
 

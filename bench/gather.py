@@ -3,6 +3,9 @@
 ``units.parquet``   one row per unit (searches and retrainings), finished or not
 ``trace.parquet``   one row per search trace point (a GRAFS epoch or a black-box trial)
 ``history.parquet`` one row per evaluation during a retraining
+``activation_curves.parquet`` f(x) of every finished search's activation (``unit_id``) and of the
+                    comparison activations (``activation``) on a fixed grid of x, so that reports draw
+                    them without building a network
 
 Columns that measure time (``*wall_seconds*``, ``started``, ``finished``) depend on the machine,
 and Optuna's trial numbers (``trial``, ``duplicate_of``) on whether a search was interrupted and
@@ -17,7 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from baselines.fixed import FIXED_ACTIVATIONS
+from bench.plots import COMPARISON, activation_grid, activation_values
 from bench.runner import campaign_status, unit_dir
+from bench.tasks import get_task
+from bench.units import ranked_candidates
+from grafs.genotype import Genotype
 
 EXECUTION_COLUMNS = ("started", "finished", "trial", "duplicate_of")
 
@@ -26,7 +34,8 @@ def _read(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _unit_row(unit: dict, state: str, folder: Path) -> dict:
+def _unit_row(unit: dict, state: str, folder: Path, searches: dict[str, list[dict]]) -> dict:
+    """One unit's row; ``searches`` holds the ranked candidates of the black-box searches gathered so far."""
     spec = unit["spec"]
     row = {
         "unit_id": unit["id"],
@@ -65,7 +74,13 @@ def _unit_row(unit: dict, state: str, folder: Path) -> dict:
             budget_limit_sample_passes=(budget.get("limits") or {}).get("sample_passes"),
             budget_spent_share=(budget.get("spent_share") or {}).get(budget.get("unit")),
             candidates=(result.get("evaluations") or {}).get("trained"),
+            **{f"config_{key}": value for key, value in (result.get("config") or {}).items()
+               if not isinstance(value, (dict, list))},
         )
+        if spec["method"] != "grafs":
+            ranked = ranked_candidates(_read(folder / "trace.json") or [], get_task(spec["task"]).metric)
+            searches[unit["id"]] = ranked
+            row["incumbent_trial"] = ranked[0].get("trial") if ranked else None
     else:
         metrics = _read(folder / "metrics.json") or {}
         values = metrics.get("metrics", {})
@@ -84,7 +99,24 @@ def _unit_row(unit: dict, state: str, folder: Path) -> dict:
             cost_wall_seconds=cost.get("wall_seconds"),
             cost_sample_passes=cost.get("sample_passes"),
         )
+        source = spec.get("activation") or {}
+        ranked = searches.get(source.get("search"))
+        if ranked:  # a black-box find: its rank among the search's candidates and its proxy score
+            rank = source.get("rank", 1)
+            row.update(candidate_rank=rank, proxy_score=ranked[rank - 1]["score"] if rank <= len(ranked) else None)
     return row
+
+
+def activation_curves(unit_rows: list[dict]) -> pd.DataFrame:
+    """f(x) on a grid of 201 points in [-5, 5] for every finished search's genotype and the comparison activations."""
+    x = activation_grid()[::4]
+    frames = [pd.DataFrame({"unit_id": None, "activation": name, "x": x.numpy(),
+                            "y": FIXED_ACTIVATIONS[name]()(x).detach().numpy()}) for name in COMPARISON]
+    for row in unit_rows:
+        if row["kind"] == "search" and row["state"] == "done" and row.get("genotype") not in (None, "null"):
+            y = activation_values(Genotype.from_dict(json.loads(row["genotype"])), x)
+            frames.append(pd.DataFrame({"unit_id": row["unit_id"], "activation": None, "x": x.numpy(), "y": y.numpy()}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def gather(out: Path) -> dict[str, pd.DataFrame]:
@@ -92,9 +124,10 @@ def gather(out: Path) -> dict[str, pd.DataFrame]:
     units = json.loads((out / "campaign.json").read_text())["units"]
     states = {uid: state for state, ids in campaign_status(out).items() for uid in ids}
     unit_rows, trace_rows, history_rows = [], [], []
-    for unit in units:
+    searches: dict[str, list[dict]] = {}
+    for unit in units:  # in expansion order: a search before the retrainings of its candidates
         folder = unit_dir(out, unit["id"])
-        row = _unit_row(unit, states[unit["id"]], folder)
+        row = _unit_row(unit, states[unit["id"]], folder, searches)
         unit_rows.append(row)
         if row["state"] != "done":
             continue
@@ -109,6 +142,7 @@ def gather(out: Path) -> dict[str, pd.DataFrame]:
         "units": pd.DataFrame(unit_rows).sort_values("unit_id", kind="stable").reset_index(drop=True),
         "trace": _frame(trace_rows, ["unit_id", "step"]),
         "history": _frame(history_rows, ["unit_id", "step"]),
+        "activation_curves": activation_curves(unit_rows),
     }
     folder = out / "tables"
     folder.mkdir(parents=True, exist_ok=True)
