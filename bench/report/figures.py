@@ -1,7 +1,7 @@
 """The report's figures (seaborn on matplotlib), each saved as PNG and PDF with fixed metadata so that
 the same tables always give byte-identical files.
 
-Sizes: a figure is at most ``MAX_WIDTH`` inches wide at ``DPI``, so the HTML report (1200 px wide)
+Sizes: a figure, legend included, is at most ``MAX_WIDTH`` inches wide at ``DPI``, so the HTML report
 shows it without shrinking and its text, at least 9 pt, stays legible; tasks get one row of panels
 each rather than sitting side by side.
 """
@@ -35,7 +35,8 @@ from bench.tasks import Metric, get_task  # noqa: E402
 
 METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}
 DPI = 120
-MAX_WIDTH = 9.0  # inches: 1080 px at DPI, inside the HTML report's 1200 px column with a legend beside it
+MAX_WIDTH = 9.4  # inches: 1128 px at DPI, inside the HTML report's column (1200 px less its padding)
+PANELS_WIDTH = 7.2  # inches of panels where a legend of about two inches sits beside them
 GRID_POINTS = 80
 FONT = {"font.size": 10.0, "axes.titlesize": 11.0, "axes.labelsize": 10.0, "xtick.labelsize": 9.5,
         "ytick.labelsize": 9.5, "legend.fontsize": 9.5, "legend.title_fontsize": 9.5}
@@ -112,16 +113,21 @@ def _fixed_means(units: pd.DataFrame, task: str, column: str) -> pd.Series:
 
 
 def _fixed_lines(axes, means: pd.Series, metric: Metric) -> None:
-    """Each fixed activation's mean as a dotted line, labelled right of the panel without overlaps."""
+    """Each fixed activation's mean as a dotted line, labelled right of the panel without overlaps; one
+    outside the panel's y-range (which fits the curves) is named at the edge with its value and an arrow."""
     if means.empty:
         return
+    means = means.sort_values(kind="stable")  # labels stacked at an edge keep the order of their values
     values = [float(v) * _scale(metric) for v in means]
     low, high = axes.get_ylim()
-    gap = (high - low) * 0.075
+    anchors = [min(max(value, low), high) for value in values]
     for value in values:
-        axes.axhline(value, color="0.45", lw=0.9, ls=":")
-    for name, value, y in zip(means.index, values, spread(values, gap), strict=True):
-        axes.annotate(name, xy=(1.0, value), xycoords=("axes fraction", "data"), xytext=(1.02, y),
+        if low <= value <= high:
+            axes.axhline(value, color="0.45", lw=0.9, ls=":")
+    for name, value, anchor, y in zip(means.index, values, anchors, spread(anchors, (high - low) * 0.075),
+                                      strict=True):
+        text = name if low <= value <= high else f"{name} {value:.3g} {'↑' if value > high else '↓'}"
+        axes.annotate(text, xy=(1.0, anchor), xycoords=("axes fraction", "data"), xytext=(1.02, y),
                       textcoords=("axes fraction", "data"), fontsize=SMALLEST_TEXT, va="center", color="0.25",
                       arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6}, annotation_clip=False)
 
@@ -204,7 +210,7 @@ def anytime(trace: pd.DataFrame, units: pd.DataFrame, campaign: Campaign, folder
     palette = _method_palette(campaign)
     tasks = list(campaign.tasks)
     with _theme():
-        figure, axes = plt.subplots(len(tasks), 1, figsize=(7.0, 3.6 * len(tasks)), squeeze=False)
+        figure, axes = plt.subplots(len(tasks), 1, figsize=(PANELS_WIDTH, 3.4 * len(tasks)), squeeze=False)
         for axis, task in zip(axes[:, 0], tasks, strict=True):
             metric = get_task(task).metric
             scale = _scale(metric)
@@ -227,7 +233,7 @@ def anytime(trace: pd.DataFrame, units: pd.DataFrame, campaign: Campaign, folder
             if not frame.empty:
                 _log_x(axis)
             fixed = _fixed_means(units, task, "val_metric")
-            _cover(axis, drawn + [v * scale for v in fixed])
+            _cover(axis, drawn)
             _fixed_lines(axis, fixed, metric)
             axis.set_title(task)
             axis.set_xlabel(cost_label)
@@ -242,7 +248,7 @@ def anytime(trace: pd.DataFrame, units: pd.DataFrame, campaign: Campaign, folder
         "standard error. Each method scores on its own protocol (GRAFS: its validation split; black-box: a short "
         "proxy training on the last 25 % of the training split), so curves of different methods are comparable "
         "only in shape; the retrained tables compare them. Dotted: fixed activations' validation score after a "
-        "full training."
+        "full training; one outside the y-range, which fits the curves, is named at the edge with its value."
     )
     return save(figure, folder, "anytime", caption)
 
@@ -263,7 +269,7 @@ def cost_versus_metric(units: pd.DataFrame, scores: pd.DataFrame, campaign: Camp
     searches = units[(units["kind"] == "search") & (units["state"] == "done")]
     tasks = list(campaign.tasks)
     with _theme():
-        figure, axes = plt.subplots(len(tasks), 1, figsize=(7.0, 3.6 * len(tasks)), squeeze=False)
+        figure, axes = plt.subplots(len(tasks), 1, figsize=(PANELS_WIDTH, 3.4 * len(tasks)), squeeze=False)
         for axis, task in zip(axes[:, 0], tasks, strict=True):
             metric = get_task(task).metric
             own = scores[(scores["search_task"] == task) & (scores["task"] == task)]
@@ -284,7 +290,7 @@ def cost_versus_metric(units: pd.DataFrame, scores: pd.DataFrame, campaign: Camp
                     axis.errorbar(row.cost, row.metric, xerr=_nan_zero(row.cost_sd), yerr=_nan_zero(row.metric_sd),
                                   fmt=markers[row.budget], color=palette[row.label], ms=7, capsize=2, lw=1)
                 _log_x(axis)
-            _cover(axis, list(points["metric"]) + [v * _scale(metric) for v in fixed])
+            _cover(axis, list(points["metric"]))
             _fixed_lines(axis, fixed, metric)
             axis.set_title(task)
             axis.set_xlabel(cost_label)
@@ -296,7 +302,8 @@ def cost_versus_metric(units: pd.DataFrame, scores: pd.DataFrame, campaign: Camp
     caption = (
         "Search cost against the found activation's test metric after retraining on the search task, one row per "
         "search task: faint points per search seed, large points mean ± std per method (colour) and budget "
-        "(marker). Dotted: fixed activations (no search)."
+        "(marker). Dotted: fixed activations (no search); one outside the y-range, which fits the points, is named "
+        "at the edge with its value."
     )
     return save(figure, folder, "cost_vs_metric", caption)
 
@@ -334,7 +341,7 @@ def activations(units: pd.DataFrame, scores: pd.DataFrame, curves: pd.DataFrame,
     columns_ = min(3, len(methods))
     rows = math.ceil(len(methods) / columns_)
     with _theme():
-        figure, axes = plt.subplots(rows, columns_, figsize=(MAX_WIDTH, 3.0 * rows), squeeze=False, sharex=True,
+        figure, axes = plt.subplots(rows, columns_, figsize=(PANELS_WIDTH, 2.6 * rows), squeeze=False, sharex=True,
                                     sharey=True)
         for axis in axes.flat[len(methods):]:
             axis.set_visible(False)
@@ -402,9 +409,9 @@ def critical_difference(result: Friedman, folder: Path) -> Figure:
     significance = scikit_posthocs.posthoc_nemenyi_friedman(result.complete)
     height = 1.2 + 0.24 * math.ceil(result.entries / 2)
     with plt.rc_context(FONT):
-        figure, axis = plt.subplots(figsize=(MAX_WIDTH, height))
+        figure, axis = plt.subplots(figsize=(PANELS_WIDTH + 1.4, height))
         scikit_posthocs.critical_difference_diagram(
-            result.average_ranks, significance, cd=result.critical_difference, alpha=ALPHA, ax=axis,
+            result.average_ranks, significance, alpha=ALPHA, ax=axis,
             label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
             label_props={"fontsize": FONT["font.size"]})
     caption = (
@@ -424,7 +431,7 @@ def performance_profiles(normalised: Normalised, campaign: Campaign, folder: Pat
     columns_ = min(2, len(multiples))
     rows = math.ceil(len(multiples) / columns_)
     with _theme():
-        figure, axes = plt.subplots(rows, columns_, figsize=(MAX_WIDTH if columns_ > 1 else 6.0, 3.6 * rows),
+        figure, axes = plt.subplots(rows, columns_, figsize=(PANELS_WIDTH if columns_ > 1 else 5.5, 3.4 * rows),
                                     squeeze=False, sharey=True)
         for axis in axes.flat[len(multiples):]:
             axis.set_visible(False)
@@ -464,7 +471,7 @@ def proxy_scatter(points: pd.DataFrame, campaign: Campaign, folder: Path) -> Fig
     columns_ = min(2, len(tasks))
     rows = math.ceil(len(tasks) / columns_)
     with _theme():
-        figure, axes = plt.subplots(rows, columns_, figsize=(MAX_WIDTH if columns_ > 1 else 5.5, 3.8 * rows),
+        figure, axes = plt.subplots(rows, columns_, figsize=(PANELS_WIDTH if columns_ > 1 else 5.0, 3.4 * rows),
                                     squeeze=False)
         for axis in axes.flat[len(tasks):]:
             axis.set_visible(False)

@@ -377,7 +377,9 @@ def proxy_fidelity(points: pd.DataFrame, campaign: Campaign) -> Table:
     rows = []
     for task in campaign.tasks:
         part = points[points["search_task"] == task]
-        groups = [("all black-box methods", part)] + [(label, p) for label, p in part.groupby("label", sort=False)]
+        groups = [(label, p) for label, p in part.groupby("label", sort=False)]
+        if len(groups) > 1:
+            groups.insert(0, ("all black-box methods", part))
         for label, group in groups:
             x, y = group["proxy"].to_numpy(dtype=float), group["test"].to_numpy(dtype=float)
             row = {"search_task": task, "methods": label, "points": len(group)}
