@@ -18,7 +18,7 @@ from bench.report import build_report
 from bench.report.figures import DPI, MAX_WIDTH
 from bench.report.intervals import bootstrap, pooled_iqm, profile_band
 from bench.report.stats import holm, summary
-from bench.report.tables import named_columns, normalised_transfer
+from bench.report.tables import named_columns, normalised_transfer, search_details
 from bench.runner import write_campaign_record
 from bench.tasks import get_task
 from grafs.errors import UserError
@@ -395,3 +395,21 @@ def test_a_small_campaign_reports_why_it_skips_friedman(tmp_path):
     assert "No proxy-fidelity points" in text
     assert not (tmp_path / "figures" / "critical_difference.png").exists()
     assert (tmp_path / "figures" / "performance_profiles.png").is_file()
+
+
+def test_search_details_count_generations_incumbent_origins_and_stopped_candidates():
+    units = pd.DataFrame({
+        "unit_id": ["evolution-0", "evolution-1", "pangaea-0", "asha-0"], "kind": "search", "state": "done",
+        "method": ["evolution", "evolution", "pangaea", "asha"], "config_population": [4.0, 4.0, 4.0, None],
+        "config_offspring": [None, None, 2.0, None], "incumbent_trial": [2.0, 9.0, 7.0, 1.0],
+    })
+    trace = pd.DataFrame({
+        "unit_id": ["evolution-0"] * 10 + ["evolution-1"] * 10 + ["pangaea-0"] * 9 + ["asha-0"] * 5,
+        "status": ["ok"] * 29 + ["pruned", "pruned", "ok", "pruned", "ok"],
+        "rung": [None] * 29 + [0.0, 0.0, 1.0, 1.0, 1.0],
+    })
+    details = search_details(units, trace)
+    assert details["generations"].tolist()[:3] == [2.0, 2.0, 3.0]  # 10 // 4; PANGAEA: 1 + (9 - 4) // 2
+    assert details["from_initial_sample"].tolist()[:3] == [True, False, False]
+    assert np.isnan(details.loc["asha-0", "generations"])
+    assert details.loc["asha-0", ["stopped_rung_0", "stopped_rung_1"]].tolist() == [2.0, 1.0]

@@ -106,9 +106,9 @@ def build_report(out: Path) -> Path:
     blocks += [improvement, ranks, Heading(2, "Efficiency"), efficiency]
     if not target.display.empty:
         blocks.append(target)
-    blocks += [Heading(2, "Transfer"), transfer, normalised, Heading(2, "Proxy fidelity"), fidelity]
+    blocks += [Heading(2, "Transfer"), transfer, normalised, Heading(2, "Proxy fidelity")]
     if not points.empty:
-        blocks.append(figures.proxy_scatter(points, campaign, figure_dir))
+        blocks += [fidelity, figures.proxy_scatter(points, campaign, figure_dir)]
     else:
         blocks.append(Paragraph("No proxy-fidelity points: the campaign retrained no black-box candidate with a "
                                 "proxy score (it has no black-box method, or none of their searches finished)."))

@@ -427,7 +427,10 @@ def performance_profiles(normalised: Normalised, campaign: Campaign, folder: Pat
     multiples = sorted(campaign.budget_multiples)
     found = [e for e in entries(campaign) if not e.fixed and e.searched_as is None]
     palette = _palette(list(dict.fromkeys(e.label for e in found)))
-    fixed_styles = dict(zip(campaign.fixed, sns.color_palette("Greys", len(campaign.fixed) + 2)[2:], strict=True))
+    # Fixed activations in greys, told apart by their dash patterns.
+    dashes = [":", "--", "-.", (0, (1, 3)), (0, (6, 2, 1, 2, 1, 2))]
+    greys = sns.color_palette("Greys", len(campaign.fixed) + 2)[2:]
+    fixed_styles = {name: (greys[i], dashes[i % len(dashes)]) for i, name in enumerate(campaign.fixed)}
     columns_ = min(2, len(multiples))
     rows = math.ceil(len(multiples) / columns_)
     with _theme():
@@ -442,8 +445,7 @@ def performance_profiles(normalised: Normalised, campaign: Campaign, folder: Pat
                 if strata is None:
                     continue
                 band = profile_band(strata, f"profile/{entry.name}")
-                colour = fixed_styles[entry.name] if entry.fixed else palette[entry.label]
-                style = ":" if entry.fixed else "-"
+                colour, style = fixed_styles[entry.name] if entry.fixed else (palette[entry.label], "-")
                 axis.plot(band["threshold"], band["share"], color=colour, ls=style, lw=1.6, drawstyle="steps-post")
                 axis.fill_between(band["threshold"], band["low"], band["high"], color=colour, alpha=0.12, step="post")
             axis.set_title(f"black-box at {multiple:g}x GRAFS's cost")
@@ -451,15 +453,15 @@ def performance_profiles(normalised: Normalised, campaign: Campaign, folder: Pat
             axis.set_ylabel("share of runs above τ")
             axis.set_ylim(-0.02, 1.02)
         handles = [matplotlib.lines.Line2D([], [], color=palette[label], lw=2, label=label) for label in palette]
-        handles += [matplotlib.lines.Line2D([], [], color=colour, lw=2, ls=":", label=name)
-                    for name, colour in fixed_styles.items()]
+        handles += [matplotlib.lines.Line2D([], [], color=colour, lw=2, ls=style, label=name)
+                    for name, (colour, style) in fixed_styles.items()]
         figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         figure.tight_layout()
     caption = (
         "Performance profiles: for each normalised score τ, the share of runs scoring above it (each search "
         f"task weighted equally, over {', '.join(normalised.tasks)}), with pointwise 95 % bootstrap bands; one "
         "panel per budget multiple of the black-box methods, GRAFS at its own cost in each. A curve above "
-        "another is better at every threshold. Dotted grey: fixed activations."
+        "another is better at every threshold. Grey, dashed: fixed activations."
     )
     return save(figure, folder, "performance_profiles", caption)
 

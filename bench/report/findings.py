@@ -144,7 +144,7 @@ def _improvement_sentences(improvement: pd.DataFrame, reference: str) -> list[st
 def _significance_sentences(tests: pd.DataFrame, friedman: Friedman | None, reference: str) -> list[str]:
     significant = tests[tests["significant"]]
     if tests.empty or not tests["p"].notna().any():
-        return ["No pairwise Wilcoxon test was possible."]
+        return ["No pairwise Wilcoxon test was possible (Statistics says why)."]
     lines = []
     if significant.empty:
         lines.append(f"No difference between {reference} and another activation is significant (Wilcoxon signed-rank "
@@ -160,6 +160,8 @@ def _significance_sentences(tests: pd.DataFrame, friedman: Friedman | None, refe
         lines.append(f"The Friedman test over {friedman.blocks} blocks "
                      + ("finds" if friedman.significant else "does not find")
                      + f" a difference among the {friedman.entries} activations (p = {friedman.p:.3g}).")
+    else:
+        lines.append("The campaign has too few activations or blocks for a Friedman test (Statistics says why).")
     return lines
 
 

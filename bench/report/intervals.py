@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.campaign import Campaign
-from bench.report.tables import MISSING, NORMALISED_FLOOR, Entry, Table, entries, format_metric, metric_note
+from bench.report.tables import MISSING, NORMALISED_FLOOR, Table, entries, format_metric, metric_note
 from bench.tasks import get_task
 
 RESAMPLES = 2000
@@ -413,7 +413,3 @@ def proxy_fidelity(points: pd.DataFrame, campaign: Campaign) -> Table:
     )
     return Table("proxy_fidelity", "Proxy fidelity: rank correlation of proxy scores and retrained test scores",
                  data, display, None, notes)
-
-
-def entry_by_name(campaign: Campaign) -> dict[str, Entry]:
-    return {e.name: e for e in entries(campaign)}
