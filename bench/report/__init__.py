@@ -126,8 +126,11 @@ def build_report(out: Path) -> Path:
     finished = units[(units["kind"] == "search") & (units["state"] == "done")]
     if not finished.empty:
         blocks.append(figures.cost_versus_metric(units, scores, campaign, figure_dir))
+    if inputs.curves.empty and not finished.empty:
+        blocks.append(Paragraph(f"No activation plots: the gathered tables hold no activation curves "
+                                f"(tables/activation_curves.parquet); run `grafs-bench gather {inputs.out}`."))
     for task in campaign.tasks:
-        if (finished["task"] == task).any():
+        if (finished["task"] == task).any() and not inputs.curves.empty:
             blocks.append(figures.activations(units, scores, inputs.curves, campaign, task, figure_dir))
     if np.isfinite(normalised.data.drop(columns="activation").to_numpy(dtype=float)).any():
         blocks.append(figures.transfer_heatmap(normalised.data, relu_best, figure_dir))
