@@ -392,6 +392,8 @@ def test_a_small_campaign_reports_why_it_skips_friedman(tmp_path):
     assert "## Findings" in text and "On digits-vit (test accuracy in %, higher is better), grafs scores" in text
     assert "No Friedman test and no critical-difference diagram: they need at least 3 activations and 10 blocks" \
         in text and "this campaign has 3 activations and 4 such blocks" in text
+    assert "(mean of 2 runs, 95 % bootstrap interval): it is not judged against relu (90.08), gelu (90.57)." in text
+    assert "fewer than 3 runs (other than a fixed activation's single run) gives no verdict" in text
     assert "No proxy-fidelity points" in text
     assert not (tmp_path / "figures" / "critical_difference.png").exists()
     assert (tmp_path / "figures" / "performance_profiles.png").is_file()

@@ -470,6 +470,10 @@ def proxy_scatter(points: pd.DataFrame, campaign: Campaign, folder: Path) -> Fig
     """Per search task, each retrained black-box candidate's proxy score against its retrained test metric."""
     tasks = [t for t in campaign.tasks if (points["search_task"] == t).any()]
     palette = _method_palette(campaign)
+    labels = list(dict.fromkeys(points["label"]))
+    # A hollow marker per method as well as a colour: methods that retrain the same candidates (NSGA-II's
+    # first generation is random search's sample) print on the same spot and stay visible there.
+    markers = dict(zip(labels, "osD^vPX*<>", strict=False))
     columns_ = min(2, len(tasks))
     rows = math.ceil(len(tasks) / columns_)
     with _theme():
@@ -481,14 +485,14 @@ def proxy_scatter(points: pd.DataFrame, campaign: Campaign, folder: Path) -> Fig
             metric = get_task(task).metric
             part = points[points["search_task"] == task]
             part = part.assign(proxy=part["proxy"] * _scale(metric), test=part["test"] * _scale(metric))
-            sns.scatterplot(part, x="proxy", y="test", hue="label", palette=palette, s=36, alpha=0.8, ax=axis,
-                            legend=False)
+            for label, group in part.groupby("label", sort=False):
+                axis.scatter(group["proxy"], group["test"], s=48, marker=markers[label], facecolors="none",
+                             edgecolors=[palette[label]], linewidths=1.4)
             axis.set_title(task)
             axis.set_xlabel(_axis_label("proxy", metric))
             axis.set_ylabel(_axis_label("retrained test", metric))
-        labels = list(dict.fromkeys(points["label"]))
-        handles = [matplotlib.lines.Line2D([], [], color=palette[label], marker="o", ls="", label=label)
-                   for label in labels]
+        handles = [matplotlib.lines.Line2D([], [], color=palette[label], marker=markers[label], ls="", label=label,
+                                           markerfacecolor="none", markeredgewidth=1.4) for label in labels]
         figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         figure.tight_layout()
     caption = (

@@ -11,7 +11,7 @@ import math
 import pandas as pd
 
 from bench.campaign import Campaign
-from bench.report.intervals import Interval
+from bench.report.intervals import MIN_VERDICT_RUNS, Interval, comparable
 from bench.report.stats import ALPHA, Friedman
 from bench.report.tables import Entry, entries, format_metric
 from bench.tasks import get_task
@@ -61,18 +61,23 @@ def task_sentences(estimates: pd.DataFrame, campaign: Campaign, reference: str) 
             lines.append(f"On {task}, {reference} has no finished result, so nothing is compared.")
             continue
         own = table.loc[(reference, task)]
-        groups: dict[str, list[str]] = {"beats": [], "ties with": [], "loses to": []}
+        groups: dict[str, list[str]] = {"beats": [], "ties with": [], "loses to": [], "is not judged against": []}
         for rival in rivals:
             row = table.loc[(rival.name, task)]
             if row["runs"] == 0:
                 continue
-            groups[verdict(_interval(own), _interval(row), direction)].append(
-                f"{_rival_name(rival)} ({_text(_interval(row), task, int(row['runs']))})")
+            word = verdict(_interval(own), _interval(row), direction) if comparable(int(own["runs"]), int(
+                row["runs"])) else "is not judged against"
+            groups[word].append(f"{_rival_name(rival)} ({_text(_interval(row), task, int(row['runs']))})")
         parts = [f"{word} {', '.join(names)}" for word, names in groups.items() if names]
         score = _text(_interval(own), task, int(own["runs"]))
         sentence = (f"On {task} ({_metric_phrase(task)}), {reference} scores {score} "
                     f"({own['estimator']} of {int(own['runs'])} runs, 95 % bootstrap interval)")
         lines.append(sentence + (": it " + "; it ".join(parts) + "." if parts else "."))
+        if groups["is not judged against"]:
+            lines.append(f"On {task}, a side with fewer than {MIN_VERDICT_RUNS} runs (other than a fixed "
+                         "activation's single run) gives no verdict: its bootstrap interval is not a confidence "
+                         "statement; the values above are point estimates.")
         scored = estimates[(estimates["search_task"] == task) & (estimates["runs"] > 0)]
         best = scored.loc[scored["estimate"].idxmax() if direction == "max" else scored["estimate"].idxmin()]
         if "relu" in set(scored["entry"]):

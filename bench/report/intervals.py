@@ -27,9 +27,20 @@ RESAMPLES = 2000
 CONFIDENCE = 0.95
 MIN_IQM_RUNS = 4
 MIN_CORRELATION_POINTS = 4
+# Below this many runs a percentile bootstrap has too few distinct resamples to be a confidence statement
+# (two runs give three): a comparison gets a verdict only when each side has at least this many runs, or
+# one run (a fixed activation's single evaluation seed, taken as a point) against at least this many.
+MIN_VERDICT_RUNS = 3
 PROFILE_THRESHOLDS = np.linspace(NORMALISED_FLOOR, 1.25, 91)
 
 Strata = list[np.ndarray]  # one array of runs per task; statistics get arrays of shape (resamples, runs)
+
+
+def comparable(first_runs: int, second_runs: int) -> bool:
+    """Whether two groups of runs have enough runs for their intervals to decide a comparison."""
+    enough = [runs >= MIN_VERDICT_RUNS for runs in (first_runs, second_runs)]
+    points = [runs == 1 for runs in (first_runs, second_runs)]
+    return (enough[0] or points[0]) and (enough[1] or points[1]) and any(enough)
 
 
 def estimator(runs: int) -> str:
@@ -221,7 +232,7 @@ def aggregate(normalised: Normalised, campaign: Campaign) -> Table:
         "Runs": data["runs"].astype(str),
         "Normalised score [95 % CI]": [
             interval_text(Interval(r.estimate, r.low, r.high), _normalised_value, r.runs)
-            + ("" if not r.runs else f" ({r.estimator})") for r in data.itertuples()],
+            + ("" if r.runs < 2 else f" ({r.estimator})") for r in data.itertuples()],
         "Mean over tasks": [MISSING if not math.isfinite(v) else _normalised_value(v) for v in data["mean_over_tasks"]],
     })
     bold = pd.DataFrame(False, index=display.index, columns=display.columns)
@@ -264,25 +275,26 @@ def improvement(scores: pd.DataFrame, campaign: Campaign, reference: str | None)
                                                [grouped[(second, t)] for t in tasks], f"improvement/{first}/{second}")
         else:
             interval = Interval(math.nan, math.nan, math.nan)
-        single = all(len(grouped[(name, t)]) < 2 for name in (first, second) for t in tasks)
+        decidable = all(comparable(len(grouped[(first, t)]), len(grouped[(second, t)])) for t in tasks)
         rows.append({"first": first, "second": second, "tasks": len(tasks), "probability": interval.estimate,
                      "low": interval.low, "high": interval.high,
-                     "reading": "one run each: no interval" if single and tasks else _reading(interval)})
+                     "reading": _reading(interval) if decidable or not tasks else "too few runs"})
     data = pd.DataFrame(rows, columns=["first", "second", "tasks", "probability", "low", "high", "reading"])
     display = pd.DataFrame({
         "Comparison": [f"{a} over {b}" for a, b in zip(data["first"], data["second"], strict=True)],
         "Tasks": data["tasks"].astype(str),
         "P(improvement) [95 % CI]": [
-            interval_text(Interval(r.probability, r.low, r.high), _normalised_value,
-                          1 if r.reading.startswith("one run") else 2) for r in data.itertuples()],
+            _normalised_value(r.probability) if r.reading == "too few runs" else
+            interval_text(Interval(r.probability, r.low, r.high), _normalised_value, 2) for r in data.itertuples()],
         "Reading": data["reading"],
     })
     notes = (
         "P(improvement): the probability that a run of the first method scores better on the search task than "
         "a run of the second (ties count half), averaged over search tasks; 0.5 is no difference. Bootstrap "
         "intervals resample each method's runs within each task. Reading: 'better' or 'worse' when the interval "
-        "excludes 0.5, else 'no clear difference'. A fixed activation retrained with one evaluation seed has one "
-        "run per task, so only the other side's seeds vary; between two such activations there is no interval.",
+        "excludes 0.5, else 'no clear difference'; 'too few runs' (point value only) when a side has fewer than "
+        f"{MIN_VERDICT_RUNS} runs on a task, unless it is a single run (a fixed activation's one evaluation seed, "
+        f"taken as a point) against at least {MIN_VERDICT_RUNS}.",
     )
     return Table("improvement_probability", "Probability of improvement with bootstrap intervals", data, display,
                  None, notes)
