@@ -110,8 +110,10 @@ def build_report(out: Path) -> Path:
     if not points.empty:
         blocks += [fidelity, figures.proxy_scatter(points, campaign, figure_dir)]
     else:
-        blocks.append(Paragraph("No proxy-fidelity points: the campaign retrained no black-box candidate with a "
-                                "proxy score (it has no black-box method, or none of their searches finished)."))
+        blocks.append(Paragraph("No proxy-fidelity points: no retrained black-box candidate has a proxy score in the "
+                                "gathered tables (the campaign has no black-box method, none of their searches and "
+                                f"retrainings finished, or the tables predate that column: run `grafs-bench gather "
+                                f"{inputs.out}`)."))
     blocks.append(Heading(2, "Statistics"))
     blocks += [Paragraph(line) for line in stats.summary(tests, friedman, reference, blocks_table)]
     if not tests.empty:

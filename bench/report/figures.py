@@ -202,7 +202,7 @@ def _final_points(trace: pd.DataFrame, units: pd.DataFrame, campaign: Campaign, 
     return points.groupby("unit_id", sort=True).tail(1)[["label", "seed", "cost", "score"]]
 
 
-MIN_CURVE_POINTS = 3  # fewer grid points than this: a curve too short to read, drawn as a point instead
+MIN_CURVE_POINTS = 8  # of the 80-point grid (a tenth of the axis): a shorter curve is drawn as a point instead
 
 
 def anytime(trace: pd.DataFrame, units: pd.DataFrame, campaign: Campaign, folder: Path) -> Figure:
@@ -408,8 +408,11 @@ def critical_difference(result: Friedman, folder: Path) -> Figure:
     activations that the Nemenyi test does not tell apart; labels sit at distinct heights on both sides."""
     significance = scikit_posthocs.posthoc_nemenyi_friedman(result.complete)
     height = 1.2 + 0.24 * math.ceil(result.entries / 2)
+    # The labels sit beside the axis, left and right: leave them room within the figure width.
+    longest = max(len(f"{name} (0.00)") for name in result.average_ranks.index)
+    label_width = longest * FONT["font.size"] * 0.6 / 72  # inches: about 0.6 em per character
     with plt.rc_context(FONT):
-        figure, axis = plt.subplots(figsize=(PANELS_WIDTH + 1.4, height))
+        figure, axis = plt.subplots(figsize=(max(3.0, MAX_WIDTH - 2 * label_width - 0.3), height))
         scikit_posthocs.critical_difference_diagram(
             result.average_ranks, significance, alpha=ALPHA, ax=axis,
             label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
