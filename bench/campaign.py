@@ -5,7 +5,8 @@ black-box baselines), the fixed activations, the seeds, the budget multiples and
 evaluation. Expanding it gives a list of :class:`Unit` s: searches, and retrainings of every found
 and every fixed activation on the search task and its transfer targets (black-box finds of the
 budget multiples named for transfer only; a PANGAEA find twice: with shared fixed betas and with
-betas learned per activation site). A unit is a pure function of its spec (:class:`SearchSpec`,
+betas learned per activation site; with ``[evaluation] top_k`` > 1 also a black-box search's runner-up
+candidates, on the search task). A unit is a pure function of its spec (:class:`SearchSpec`,
 :class:`RetrainSpec`); its id is a hash of that spec, so the same grid always maps to the same folders.
 
 This module is light: it reads names from the task and method tables and imports neither torch
@@ -51,7 +52,7 @@ TOP_KEYS = {
     "scale",
     "device",
 }
-EVALUATION_KEYS = {"seeds", "targets", "transfer_multiples"}
+EVALUATION_KEYS = {"seeds", "targets", "transfer_multiples", "top_k"}
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,9 @@ class Campaign:
     # Budget multiples whose black-box finds are also retrained on the transfer targets (None: every
     # multiple); the others are retrained on their search task only. GRAFS finds always transfer.
     transfer_multiples: tuple[float, ...] | None = None
+    # How many of each black-box search's best distinct candidates (by proxy score) are retrained on the
+    # search task: 1 retrains the incumbent only; more give the proxy-fidelity analysis its points.
+    top_k: int = 1
     scale: tuple[tuple[str, int], ...] = ()
     source: str = ""
     device: str = "auto"
@@ -129,7 +133,7 @@ class Campaign:
             targets=targets if targets == "all" else tuple(targets),
             transfer_multiples=None if transfer_multiples is None else tuple(float(m) for m in transfer_multiples),
             scale=tuple((key, value) for key, value in record.get("scale") or ()), source=record.get("source", ""),
-            device=record.get("device", "auto"),
+            device=record.get("device", "auto"), top_k=record.get("top_k", 1),
         )
 
 
@@ -166,20 +170,27 @@ class SearchSpec:
 @dataclass(frozen=True)
 class ActivationSource:
     """Where a retrained activation comes from: the genotype a search unit found (with betas learned
-    per activation site or not), or a fixed activation."""
+    per activation site or not; its incumbent, or its ``rank``-th best candidate), or a fixed activation."""
 
     search: str | None = None
     fixed: str | None = None
     learnable_betas: bool = False
+    rank: int | None = None  # the search's rank-th best distinct candidate (None: its incumbent)
 
     def to_dict(self) -> dict:
         if self.fixed is not None:
             return {"fixed": self.fixed}
-        return {"search": self.search, **({"learnable_betas": True} if self.learnable_betas else {})}
+        record: dict = {"search": self.search}
+        if self.learnable_betas:
+            record["learnable_betas"] = True
+        if self.rank is not None:
+            record["rank"] = self.rank
+        return record
 
     @classmethod
     def from_dict(cls, record: dict) -> ActivationSource:
-        return cls(record.get("search"), record.get("fixed"), bool(record.get("learnable_betas", False)))
+        return cls(record.get("search"), record.get("fixed"), bool(record.get("learnable_betas", False)),
+                   record.get("rank"))
 
 
 @dataclass(frozen=True)
@@ -364,6 +375,9 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
             if multiple not in multiples:
                 raise _fail(source, "evaluation.transfer_multiples",
                             f"{multiple:g} is not one of the budget multiples {', '.join(f'{m:g}' for m in multiples)}")
+    top_k = evaluation.get("top_k", 1)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise _fail(source, "evaluation.top_k", f"expected a positive integer, got {top_k!r}")
     scale = data.get("scale", {})
     if not isinstance(scale, dict):
         raise _fail(source, "scale", "expected a table of shortened lengths")
@@ -387,6 +401,7 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
         evaluation_seeds=evaluation_seeds,
         targets=targets,
         transfer_multiples=transfer_multiples,
+        top_k=top_k,
         scale=tuple(sorted(scale.items())),
         source=source,
         device=device,
@@ -435,6 +450,7 @@ def expand(campaign: Campaign) -> list[Unit]:
                         campaign, label, activation, task_name, evaluated, seed, multiple, scale,
                         depends_on=(search.id,),
                     )
+                units += _runner_up_retrainings(campaign, method, search, task_name, seed, scale)
         for name in campaign.fixed:
             units += _retrainings(campaign, name, ActivationSource(fixed=name), task_name, targets, None, None, scale)
     return _unique(units)
@@ -450,6 +466,22 @@ def _retrainings(
              depends_on=depends_on)
         for target in targets
         for evaluation_seed in campaign.evaluation_seeds
+    ]
+
+
+def _runner_up_retrainings(
+    campaign: Campaign, method: MethodSpec, search: Unit, task: str, seed: int, scale: dict
+) -> list[Unit]:
+    """The candidates ranked 2..top_k by a black-box search's proxy score, retrained on the search task.
+    Only the largest budget's search: under the budget ladder its study holds every smaller one's."""
+    multiple = search.spec.budget_multiple
+    if method.is_grafs or multiple != max(campaign.budget_multiples):
+        return []
+    return [
+        unit
+        for rank in range(2, campaign.top_k + 1)
+        for unit in _retrainings(campaign, method.label, ActivationSource(search=search.id, rank=rank), task,
+                                 (task,), seed, multiple, scale, depends_on=(search.id,))
     ]
 
 

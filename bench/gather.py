@@ -3,6 +3,9 @@
 ``units.parquet``   one row per unit (searches and retrainings), finished or not
 ``trace.parquet``   one row per search trace point (a GRAFS epoch or a black-box trial)
 ``history.parquet`` one row per evaluation during a retraining
+``activation_curves.parquet`` f(x) of every finished search's activation (``unit_id``) and of the
+                    comparison activations (``activation``) on a fixed grid of x, so that reports draw
+                    them without building a network
 
 Columns that measure time (``*wall_seconds*``, ``started``, ``finished``) depend on the machine,
 and Optuna's trial numbers (``trial``, ``duplicate_of``) on whether a search was interrupted and
@@ -17,8 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.activations import fixed_activation
 from bench.campaign import SearchSpec, Unit
 from bench.folder import CampaignFolder
+from bench.plots import COMPARISON, activation_grid, activation_values
+from bench.tasks import get_task
+from bench.units import ranked_candidates
+from grafs.genotype import Genotype
 
 EXECUTION_COLUMNS = ("started", "finished", "trial", "duplicate_of")
 
@@ -27,7 +35,8 @@ def _read(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _unit_row(unit: Unit, state: str, folder: Path) -> dict:
+def _unit_row(unit: Unit, state: str, folder: Path, searches: dict[str, list[dict]]) -> dict:
+    """One unit's row; ``searches`` holds the ranked candidates of the black-box searches gathered so far."""
     spec = unit.spec
     search = isinstance(spec, SearchSpec)
     row = {
@@ -67,7 +76,13 @@ def _unit_row(unit: Unit, state: str, folder: Path) -> dict:
             budget_limit_sample_passes=(budget.get("limits") or {}).get("sample_passes"),
             budget_spent_share=(budget.get("spent_share") or {}).get(budget.get("unit")),
             candidates=(result.get("evaluations") or {}).get("trained"),
+            **{f"config_{key}": value for key, value in (result.get("config") or {}).items()
+               if not isinstance(value, (dict, list))},
         )
+        if spec.method != "grafs":
+            ranked = ranked_candidates(_read(folder / "trace.json") or [], get_task(spec.task).metric)
+            searches[unit.id] = ranked
+            row["incumbent_trial"] = ranked[0].get("trial") if ranked else None
     else:
         metrics = _read(folder / "metrics.json") or {}
         values = metrics.get("metrics", {})
@@ -86,7 +101,24 @@ def _unit_row(unit: Unit, state: str, folder: Path) -> dict:
             cost_wall_seconds=cost.get("wall_seconds"),
             cost_sample_passes=cost.get("sample_passes"),
         )
+        source = spec.activation
+        ranked = searches.get(source.search)
+        if ranked:  # a black-box find: its rank among the search's candidates and its proxy score
+            rank = source.rank or 1
+            row.update(candidate_rank=rank, proxy_score=ranked[rank - 1]["score"] if rank <= len(ranked) else None)
     return row
+
+
+def activation_curves(unit_rows: list[dict]) -> pd.DataFrame:
+    """f(x) on a grid of 201 points in [-5, 5] for every finished search's genotype and the comparison activations."""
+    x = activation_grid()[::4]
+    frames = [pd.DataFrame({"unit_id": None, "activation": name, "x": x.numpy(),
+                            "y": fixed_activation(name)(x).detach().numpy()}) for name in COMPARISON]
+    for row in unit_rows:
+        if row["kind"] == "search" and row["state"] == "done" and row.get("genotype") not in (None, "null"):
+            y = activation_values(Genotype.from_dict(json.loads(row["genotype"])), x)
+            frames.append(pd.DataFrame({"unit_id": row["unit_id"], "activation": None, "x": x.numpy(), "y": y.numpy()}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def gather(out: Path) -> dict[str, pd.DataFrame]:
@@ -95,9 +127,10 @@ def gather(out: Path) -> dict[str, pd.DataFrame]:
     units = campaign.read_record().units
     states = {uid: state for state, ids in campaign.status(units).items() for uid in ids}
     unit_rows, trace_rows, history_rows = [], [], []
-    for unit in units:
+    searches: dict[str, list[dict]] = {}
+    for unit in units:  # in expansion order: a search before the retrainings of its candidates
         folder = campaign.unit_dir(unit.id)
-        row = _unit_row(unit, states[unit.id], folder)
+        row = _unit_row(unit, states[unit.id], folder, searches)
         unit_rows.append(row)
         if row["state"] != "done":
             continue
@@ -112,6 +145,7 @@ def gather(out: Path) -> dict[str, pd.DataFrame]:
         "units": pd.DataFrame(unit_rows).sort_values("unit_id", kind="stable").reset_index(drop=True),
         "trace": _frame(trace_rows, ["unit_id", "step"]),
         "history": _frame(history_rows, ["unit_id", "step"]),
+        "activation_curves": activation_curves(unit_rows),
     }
     folder = campaign.tables_dir
     folder.mkdir(parents=True, exist_ok=True)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
-from baselines.blackbox import STUDY_FILE
+import optuna
+
+from baselines.blackbox import STUDY_FILE, study_storage
 from bench.activations import Activation, genotype_activation, resolve_activation
 from bench.budget import Budget, grafs_spending
 from bench.campaign import RetrainSpec, SearchSpec, Unit
 from bench.folder import CampaignFolder
 from bench.methods import METHODS
 from bench.outputs import save_search_outcome, save_train_result
-from bench.tasks import get_task, scaled_task
+from bench.tasks import Metric, get_task, scaled_task
 from bench.training import load_task_data, resolve_device, train
 from grafs.files import write_json_atomic
 from grafs.genotype import Genotype
@@ -86,12 +89,35 @@ def _continue_study(previous: Path, folder: Path) -> None:
         temporary.replace(folder / STUDY_FILE)
 
 
+def ranked_candidates(trace: list[dict], metric: Metric) -> list[dict]:
+    """A black-box search's distinct fully evaluated candidates (trace rows with status ok), best proxy
+    score first and the earlier of equals first, as the search picks its incumbent: rank 1 is the incumbent."""
+    scored = [row for row in trace if row["status"] == "ok" and row.get("score") is not None]
+    return sorted(scored, key=lambda row: -row["score"] if metric.direction == "max" else row["score"])
+
+
+def _ranked_genotype(search: Path, rank: int, metric: Metric) -> Genotype:
+    """The genotype of the search's ``rank``-th best candidate, read from its study by trial number."""
+    ranked = ranked_candidates(json.loads((search / "trace.json").read_text()), metric)
+    if rank > len(ranked):
+        raise RuntimeError(f"search {search.name} evaluated {len(ranked)} distinct candidates, fewer than the "
+                           f"rank {rank} asked for; lower the campaign's [evaluation] top_k")
+    name = json.loads((search / "result.json").read_text())["study"]["name"]
+    study = optuna.load_study(study_name=name, storage=study_storage(search / STUDY_FILE))
+    trial = study.get_trials(deepcopy=False)[int(ranked[rank - 1]["trial"])]
+    return Genotype.from_dict(trial.user_attrs["genotype"])
+
+
 def _activation_of(spec: RetrainSpec, campaign: CampaignFolder) -> Activation:
     source = spec.activation
     if source.fixed is not None:
         return resolve_activation(source.fixed)
-    path = campaign.unit_dir(source.search) / "genotype.json"
-    return genotype_activation(spec.label, Genotype.load(path), source.learnable_betas)
+    search = campaign.unit_dir(source.search)
+    if source.rank is not None:
+        genotype = _ranked_genotype(search, source.rank, get_task(spec.search_task).metric)
+    else:
+        genotype = Genotype.load(search / "genotype.json")
+    return genotype_activation(spec.label, genotype, source.learnable_betas)
 
 
 def run_retrain_unit(spec: RetrainSpec, folder: Path, campaign: CampaignFolder, device) -> dict:

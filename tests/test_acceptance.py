@@ -38,6 +38,10 @@ def test_the_quick_campaign_ends_with_the_report(tmp_path):
     assert (units["state"] == "done").all()
     report = (out / "report.md").read_text()
     assert "## Efficiency" in report and "## Transfer" in report
+    assert report.index("## Findings") < report.index("## Completeness")
+    for table in ("interval_estimates", "normalised_aggregate", "improvement_probability", "proxy_fidelity"):
+        assert f"tables/{table}.csv" in report
+    assert "figures/performance_profiles.png" in report and "figures/proxy_fidelity.png" in report
     assert (out / "report.html").stat().st_size > 50_000 and (out / "mlflow.db").exists()
 
 

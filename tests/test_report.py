@@ -9,13 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from bench.campaign import expand, parse_campaign
 from bench.cli import main
 from bench.folder import CampaignFolder
+from bench.gather import activation_curves
 from bench.report import build_report
-from bench.report.stats import cliques, holm, summary
-from bench.report.tables import named_columns, normalised_transfer
+from bench.report.figures import DPI, MAX_WIDTH
+from bench.report.intervals import bootstrap, pooled_iqm, profile_band
+from bench.report.stats import holm, summary
+from bench.report.tables import named_columns, normalised_transfer, search_details
 from bench.tasks import get_task
 from grafs.errors import UserError
 from grafs.genotype import Genotype
@@ -29,8 +33,14 @@ CAMPAIGN = {
     "budget_unit": "seconds",
     "methods": ["grafs", {"method": "grafs", "label": "grafs-reference", "mode": "reference"}, "random"],
     "fixed": ["relu", "gelu", "silu"],
-    "evaluation": {"seeds": [0], "targets": ["digits-vit-mini", "stdlib-gpt"]},
+    "evaluation": {"seeds": [0], "targets": ["digits-vit-mini", "stdlib-gpt"], "top_k": 3},
     "scale": {"search_epochs": 2, "retrain_epochs": 2},
+}
+# One searched method and two fixed activations: too few blocks for Friedman, no black-box method.
+SMALL = {
+    "name": "small-report", "description": "GRAFS against two fixed activations", "tasks": ["digits-vit"],
+    "seeds": [0, 1], "methods": ["grafs"], "fixed": ["relu", "gelu"],
+    "evaluation": {"seeds": [0], "targets": ["digits-vit-mini"]}, "scale": {"search_epochs": 2, "retrain_epochs": 2},
 }
 EFFECT = {"grafs": 0.010, "grafs-reference": 0.004, "random": -0.004, "relu": 0.0, "gelu": 0.003, "silu": 0.006}
 BASE = {"digits-vit": 0.90, "digits-vit-mini": 0.93, "pydoc-gpt": 1.80, "stdlib-gpt": 1.95}
@@ -59,7 +69,7 @@ def _search_row(unit, spec: dict) -> tuple[dict, list[dict]]:
             "budget_multiple": budget, "step": step, "status": "duplicate" if step == 3 and budget else "ok",
             "score": score, "incumbent_score": best, "wall_seconds": seconds * (step + 1) / points,
             "sample_passes": 1000 * (step + 1), "epoch_equivalents": 0.5 * (step + 1),
-            "formula": genotype.formula() if step == points - 1 else f"candidate {step}",
+            "formula": genotype.formula() if step == points - 1 else f"candidate {step}", "trial": step,
         })
     row = {
         "status": "ok", "best_score": trace[-1]["incumbent_score"], "formula": genotype.formula(),
@@ -74,9 +84,13 @@ def _search_row(unit, spec: dict) -> tuple[dict, list[dict]]:
 
 
 def _retrain_row(unit, spec: dict) -> dict:
-    metric = _metric(spec["task"], spec["label"], spec["budget_multiple"], unit.id)
+    rank = spec["activation"].get("rank", 1)
+    metric = _metric(spec["task"], spec["label"], spec["budget_multiple"], unit.id) - 0.004 * (rank - 1)
     accuracy = get_task(spec["task"]).metric.name == "accuracy"
-    return {
+    proxy = {}
+    if spec["budget_multiple"] is not None and spec["task"] == spec["search_task"]:  # a black-box candidate
+        proxy = {"candidate_rank": rank, "proxy_score": metric - 0.3 + _noise(f"proxy{unit.id}").normal(0, 0.001)}
+    return {**proxy,
         "status": "ok", "activation": spec["label"], "genotype": None, "val_metric": metric - 0.01,
         "test_metric": metric, "val_loss": 0.3 if accuracy else metric - 0.01, "test_loss": 0.3 if accuracy else metric,
         "val_accuracy": metric - 0.01 if accuracy else None, "test_accuracy": metric if accuracy else None,
@@ -112,6 +126,7 @@ def write_fixture(out: Path, spec: dict = CAMPAIGN) -> dict:
         rows.append({**row, **result})
     tables = out / "tables"
     tables.mkdir()
+    activation_curves(rows).to_parquet(tables / "activation_curves.parquet", index=False)
     frame = pd.DataFrame(rows).sort_values("unit_id", kind="stable").reset_index(drop=True)
     frame.to_parquet(tables / "units.parquet", index=False)
     pd.DataFrame(traces).to_parquet(tables / "trace.parquet", index=False)
@@ -133,19 +148,23 @@ def read_csv(out: Path, name: str) -> pd.DataFrame:
 
 def test_report_files(complete):
     for name in ("efficiency", "time_to_target", "transfer", "transfer_normalised", "wilcoxon", "friedman",
-                 "found_activations"):
+                 "found_activations", "interval_estimates", "normalised_aggregate", "improvement_probability",
+                 "rank_by_budget", "proxy_fidelity"):
         assert (complete / "tables" / f"{name}.csv").is_file() and (complete / "tables" / f"{name}.tex").is_file()
-    for name in ("anytime", "cost_vs_metric", "activations_digits-vit", "activations_pydoc-gpt", "transfer_heatmap",
-                 "critical_difference"):
+    figures = ("performance_profiles", "proxy_fidelity", "critical_difference", "anytime", "cost_vs_metric",
+               "activations_digits-vit", "activations_pydoc-gpt", "transfer_heatmap")
+    for name in figures:
         assert (complete / "figures" / f"{name}.png").stat().st_size > 5_000
+        assert Image.open(complete / "figures" / f"{name}.png").width <= MAX_WIDTH * DPI  # shown unshrunk in HTML
         assert (complete / "figures" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
     html = (complete / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 6 and "<img" in html and 'src="figures/' not in html
+    assert html.count("data:image/png;base64,") == len(figures) and "<img" in html and 'src="figures/' not in html
+    assert "<b>Figure 8.</b>" in html and "Table 1. " in html and "td { white-space: nowrap; }" in html
     text = (complete / "report.md").read_text()
-    for section in ("## Completeness", "## Efficiency", "## Transfer", "## Statistics", "## Campaign",
-                    "## Environment"):
-        assert section in text
-    assert "All 84 declared units finished with status ok." in text
+    sections = ["## Findings", "## Completeness", "## Interval estimates", "## Efficiency", "## Transfer",
+                "## Proxy fidelity", "## Statistics", "## Figures", "## Campaign", "## Environment"]
+    assert [text.index(section) for section in sections] == sorted(text.index(section) for section in sections)
+    assert "All 96 declared units finished with status ok." in text
     assert "git_commit" in text and '"name": "tiny-report"' in text
 
 
@@ -227,19 +246,19 @@ def test_statistics(complete):
     assert (tests["blocks"] == 12).all() and (tests["p_holm"] >= tests["p"]).all()
     text = (complete / "report.md").read_text()
     assert "The Friedman test finds" in text and "critical_difference.png" in text
+    assert "a block is one search task, evaluated task and search seed" in text
     assert holm([0.01, 0.04, float("nan"), 0.03]) == pytest.approx([0.03, 0.06, float("nan"), 0.06], nan_ok=True)
-    assert cliques(pd.Series([1.0, 1.5, 3.0, 3.2]), 1.0) == [(0, 1), (2, 3)]
 
 
 def test_summary_names_grafs_whichever_way_a_difference_goes():
     tests = pd.DataFrame({"other": ["relu", "gelu", "silu"], "wins": [1, 9, 4], "losses": [9, 1, 5],
                           "p": [0.001, 0.002, 0.4], "significant": [True, True, False]})
     table = pd.DataFrame({"grafs": [1.0, 2.0], "relu": [1.0, 2.0]})
-    assert summary(tests, None, "grafs", table)[1] == (
+    assert summary(tests, None, "grafs", table)[2] == (
         "grafs is significantly better than gelu; significantly worse than relu (Holm-adjusted p < 0.05); "
         "every other difference is not significant.")
     only_worse = tests.assign(significant=[True, False, False])
-    assert summary(only_worse, None, "grafs", table)[1].startswith("grafs is significantly worse than relu")
+    assert summary(only_worse, None, "grafs", table)[2].startswith("grafs is significantly worse than relu")
 
 
 def test_report_is_identical_when_built_twice(complete, tmp_path):
@@ -280,8 +299,9 @@ def test_missing_and_failed_units_are_named_not_averaged(tmp_path):
 
     text = build_report(out).read_text()
     completeness = text.split("## Efficiency")[0]
-    assert len(blocked) == 2 + 2 * 3  # the two random searches budgeted by the failed one, and every retraining
-    assert f"{3 + len(blocked)} of 84 declared units are missing from the results (1 failed, 1 running, " \
+    # the two random searches budgeted by the failed one, every retraining of their finds, the 2x runners-up
+    assert len(blocked) == 2 + 2 * 3 + 2
+    assert f"{3 + len(blocked)} of 96 declared units are missing from the results (1 failed, 1 running, " \
         f"{len(blocked)} pending, 1 not gathered)" in completeness
     for unit_id in (failed.id, *blocked, fixed.id, dropped.id):
         assert unit_id in completeness
@@ -310,3 +330,92 @@ def test_bad_folders_are_one_line_user_errors(tmp_path, capsys):
         build_report(tmp_path)
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "no campaign.json" in capsys.readouterr().err
+
+
+def test_bootstrap_intervals_cover_a_known_mean():
+    rng = np.random.default_rng(7)
+    repeats, covered = 400, 0
+    for repeat in range(repeats):
+        strata = [rng.normal(3.0, 1.0, size=20), rng.normal(3.0, 2.0, size=20)]  # symmetric: IQM estimates the mean
+        interval = bootstrap(pooled_iqm, strata, f"coverage/{repeat}")
+        covered += interval.low <= 3.0 <= interval.high
+    assert covered >= 0.9 * repeats
+
+
+def test_performance_profiles_are_monotone_within_their_bands():
+    rng = np.random.default_rng(3)
+    band = profile_band([rng.uniform(-0.9, 1.0, size=5), rng.uniform(0.5, 1.0, size=5)], "profile/test")
+    assert (np.diff(band["share"]) <= 0).all() and (np.diff(band["low"]) <= 0).all()
+    assert (band["low"] <= band["share"]).all() and (band["share"] <= band["high"]).all()
+    assert band["share"].iloc[0] == 1.0 and band["share"].iloc[-1] == 0.0
+
+
+def test_findings_and_intervals(complete):
+    text = (complete / "report.md").read_text()
+    findings = text.split("## Findings")[1].split("## Completeness")[0]
+    assert "On digits-vit (test accuracy in %, higher is better), grafs scores " in findings
+    assert "On pydoc-gpt (test loss, lower is better), grafs scores 1.755 [1.749, 1.759] (mean of 3 runs, 95 % " \
+        "bootstrap interval): it beats grafs-reference (1.787 [1.786, 1.788])" in findings
+    assert "it ties with silu (91.29)" in findings and "On digits-vit, ReLU is not the best" in findings
+    assert "Proxy fidelity on digits-vit: over 9 retrained candidates (random), Spearman" in findings
+    estimates = read_csv(complete, "interval_estimates").set_index(["entry", "search_task"])
+    grafs = estimates.loc[("grafs", "pydoc-gpt")]
+    assert grafs["estimator"] == "mean" and grafs["runs"] == 3 and grafs["low"] <= grafs["estimate"] <= grafs["high"]
+    assert estimates.loc[("relu", "digits-vit"), "runs"] == 1  # one evaluation seed: no interval
+    improvement = read_csv(complete, "improvement_probability")
+    assert improvement[["first", "second"]].values.tolist()[:2] == [["grafs", "grafs-reference"],
+                                                                    ["grafs", "random (1x)"]]
+    relu = improvement[improvement["second"] == "relu"].set_index("first")
+    assert relu.loc["grafs", "probability"] == 1.0 and relu.loc["grafs", "reading"] == "better"
+    ranks = read_csv(complete, "rank_by_budget").set_index("method")
+    assert list(ranks.columns) == ["1x", "2x"] and ranks.idxmin().tolist() == ["grafs", "grafs"]
+    fidelity = read_csv(complete, "proxy_fidelity")
+    pooled = fidelity.set_index("search_task")  # one black-box method: no pooled row besides its own
+    assert pooled["points"].tolist() == [9, 9]  # 3 seeds x the top 3 of each 2x random search
+    assert (pooled["spearman"] > 0.5).all() and (pooled["spearman_low"] <= pooled["spearman"]).all()
+
+
+def test_runners_up_retrain_only_at_the_largest_budget_and_keep_the_other_unit_ids():
+    units = expand(parse_campaign(CAMPAIGN, source="test"))
+    ranked = [u for u in units if u.kind == "retrain" and u.spec.activation.rank is not None]
+    assert {(u.spec.label, u.spec.budget_multiple, u.spec.task) for u in ranked} == {
+        ("random", 2.0, "digits-vit"), ("random", 2.0, "pydoc-gpt")}
+    assert sorted({u.spec.activation.rank for u in ranked}) == [2, 3]
+    top_one = {**CAMPAIGN, "evaluation": {**CAMPAIGN["evaluation"], "top_k": 1}}
+    without = {u.id for u in expand(parse_campaign(top_one, source="test"))}
+    assert without == {u.id for u in units} - {u.id for u in ranked}
+    default = {**CAMPAIGN, "evaluation": {k: v for k, v in CAMPAIGN["evaluation"].items() if k != "top_k"}}
+    assert {u.id for u in expand(parse_campaign(default, source="test"))} == without
+    with pytest.raises(UserError, match="evaluation.top_k"):
+        parse_campaign({**CAMPAIGN, "evaluation": {"top_k": 0}}, source="test")
+
+
+def test_a_small_campaign_reports_why_it_skips_friedman(tmp_path):
+    write_fixture(tmp_path, SMALL)
+    text = build_report(tmp_path).read_text()
+    assert "## Findings" in text and "On digits-vit (test accuracy in %, higher is better), grafs scores" in text
+    assert "No Friedman test and no critical-difference diagram: they need at least 3 activations and 10 blocks" \
+        in text and "this campaign has 3 activations and 4 such blocks" in text
+    assert "(mean of 2 runs, 95 % bootstrap interval): it is not judged against relu (90.08), gelu (90.57)." in text
+    assert "fewer than 3 runs (other than a fixed activation's single run) gives no verdict" in text
+    assert "No proxy-fidelity points" in text
+    assert not (tmp_path / "figures" / "critical_difference.png").exists()
+    assert (tmp_path / "figures" / "performance_profiles.png").is_file()
+
+
+def test_search_details_count_generations_incumbent_origins_and_stopped_candidates():
+    units = pd.DataFrame({
+        "unit_id": ["evolution-0", "evolution-1", "pangaea-0", "asha-0"], "kind": "search", "state": "done",
+        "method": ["evolution", "evolution", "pangaea", "asha"], "config_population": [4.0, 4.0, 4.0, None],
+        "config_offspring": [None, None, 2.0, None], "incumbent_trial": [2.0, 9.0, 7.0, 1.0],
+    })
+    trace = pd.DataFrame({
+        "unit_id": ["evolution-0"] * 10 + ["evolution-1"] * 10 + ["pangaea-0"] * 9 + ["asha-0"] * 5,
+        "status": ["ok"] * 29 + ["pruned", "pruned", "ok", "pruned", "ok"],
+        "rung": [None] * 29 + [0.0, 0.0, 1.0, 1.0, 1.0],
+    })
+    details = search_details(units, trace)
+    assert details["generations"].tolist()[:3] == [2.0, 2.0, 3.0]  # 10 // 4; PANGAEA: 1 + (9 - 4) // 2
+    assert details["from_initial_sample"].tolist()[:3] == [True, False, False]
+    assert np.isnan(details.loc["asha-0", "generations"])
+    assert details.loc["asha-0", ["stopped_rung_0", "stopped_rung_1"]].tolist() == [2.0, 1.0]

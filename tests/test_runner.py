@@ -26,12 +26,14 @@ fixed = ["relu"]
 [evaluation]
 seeds = [0]
 targets = []
+top_k = 2
 
 [scale]
 search_epochs = 3
 retrain_epochs = 1
 proxy_epochs = 1
 """
+UNITS = 2 + 2 + 1 + 1  # two searches, their finds retrained, relu, and random's runner-up candidate (top_k = 2)
 
 
 def write_campaign(folder: Path) -> Path:
@@ -87,8 +89,16 @@ def uninterrupted(tmp_path_factory):
 
 def test_a_campaign_runs_gathers_and_tracks(uninterrupted):
     units = pd.read_parquet(uninterrupted / "tables" / "units.parquet")
-    assert (units["state"] == "done").all() and len(units) == 2 + 2 + 1
+    assert (units["state"] == "done").all() and len(units) == UNITS
     assert set(units["label"]) == {"grafs", "random", "relu"}
+    candidates = units[(units["label"] == "random") & (units["kind"] == "retrain")].sort_values("candidate_rank")
+    assert candidates["candidate_rank"].tolist() == [1, 2]
+    search = units[(units["label"] == "random") & (units["kind"] == "search")].iloc[0]
+    assert candidates["proxy_score"].iloc[0] == search["best_score"] >= candidates["proxy_score"].iloc[1]
+    assert candidates["genotype"].iloc[0] == search["genotype"] != candidates["genotype"].iloc[1]
+    curves = pd.read_parquet(uninterrupted / "tables" / "activation_curves.parquet")
+    assert set(curves["unit_id"].dropna()) == set(units.loc[units["kind"] == "search", "unit_id"])
+    assert set(curves["activation"].dropna()) == {"relu", "gelu", "silu"}
     trace = pd.read_parquet(uninterrupted / "tables" / "trace.parquet")
     assert set(trace["label"]) == {"grafs", "random"}
     runs = finished_parent_runs(uninterrupted)
@@ -117,15 +127,15 @@ def test_a_killed_campaign_resumes_to_the_same_tables(uninterrupted, tmp_path):
     for name, table in tables(out).items():
         pd.testing.assert_frame_equal(table, tables(uninterrupted)[name], check_like=True)
     assert set(finished_parent_runs(out).values()) == {1}
-    assert len(finished_parent_runs(out)) == 5
+    assert len(finished_parent_runs(out)) == UNITS
 
 
 def test_two_runners_on_one_folder_run_each_unit_once(tmp_path):
     campaign, out = write_campaign(tmp_path), tmp_path / "out"
     first, second = run(campaign, out, wait=False), run(campaign, out, wait=False)
     assert first.wait(timeout=600) == 0 and second.wait(timeout=600) == 0
-    assert set(attempts(out).values()) == {1} and len(attempts(out)) == 5
-    assert set(finished_parent_runs(out).values()) == {1} and len(finished_parent_runs(out)) == 5
+    assert set(attempts(out).values()) == {1} and len(attempts(out)) == UNITS
+    assert set(finished_parent_runs(out).values()) == {1} and len(finished_parent_runs(out)) == UNITS
 
 
 def test_status_reports_the_folder(uninterrupted):
@@ -136,7 +146,7 @@ def test_status_reports_the_folder(uninterrupted):
         cwd=ROOT,
     )
     status = json.loads(result.stdout)
-    assert len(status["done"]) == 5 and not status["failed"] and not status["pending"]
+    assert len(status["done"]) == UNITS and not status["failed"] and not status["pending"]
 
 
 def test_failing_units_are_recorded_and_the_rest_go_on(tmp_path):
@@ -195,7 +205,7 @@ def test_the_submitit_executor_runs_a_campaign(tmp_path):
         env={**os.environ, "GRAFS_BENCH_SUBMITIT_CLUSTER": "local"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert len(list((out / "units").glob("*/done.json"))) == 5
+    assert len(list((out / "units").glob("*/done.json"))) == UNITS
     assert list((out / "submitit").iterdir())  # submitit's own job folders: logs and pickled results
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.report import figures, stats, tables
+from bench.report import figures, intervals, stats, tables
+from bench.report.findings import findings
 from bench.report.inputs import NOT_GATHERED, ReportInputs, load_inputs
 from bench.report.render import Block, Code, Heading, Paragraph, render_html, render_markdown, write_table
 from grafs.files import write_text_atomic
 
-REPORT_PACKAGES = ("scipy", "seaborn", "matplotlib")
+REPORT_PACKAGES = ("scipy", "seaborn", "matplotlib", "scikit-posthocs")
 
 
 def environment(inputs: ReportInputs) -> tuple[str, dict[str, str]]:
@@ -71,34 +72,54 @@ def build_report(out: Path) -> Path:
     reference = tables.default_grafs(campaign)
     tests = stats.wilcoxon_against(blocks_table, reference or "")
     friedman = stats.friedman(blocks_table)
+    estimates = intervals.task_estimates(scores, campaign)
+    runs = intervals.normalise(scores, campaign)
+    aggregate = intervals.aggregate(runs, campaign)
+    improvement = intervals.improvement(scores, campaign, reference)
+    ranks = intervals.rank_by_budget(blocks_table, campaign)
+    points = intervals.proxy_points(units, campaign)
+    fidelity = intervals.proxy_fidelity(points, campaign)
+    means = transfer.data.set_index("activation")[[f"{name} mean" for _, _, name in tables.named_columns(campaign)]]
+    relu_best = tables.relu_best_columns(means.rename(columns=lambda c: c.removesuffix(" mean")), campaign)
 
     blocks: list[Block] = [
         Heading(1, f"grafs-bench report: {campaign.name}"),
         Paragraph(campaign.description),
         Paragraph(f"Built by `grafs-bench report` from this folder's campaign.json and gathered tables "
-                  f"(tables/units.parquet, tables/trace.parquet): {len(units)} declared units, "
-                  f"search tasks {', '.join(campaign.tasks)}, seeds {', '.join(map(str, campaign.seeds))}."),
+                  f"(tables/units.parquet, tables/trace.parquet, tables/activation_curves.parquet): {len(units)} "
+                  f"declared units, search tasks {', '.join(campaign.tasks)}, seeds "
+                  f"{', '.join(map(str, campaign.seeds))}."),
+        Heading(2, "Findings"),
+        *(Paragraph(line) for line in findings(estimates.data, tests, friedman, aggregate.data, improvement.data,
+                                               fidelity.data, relu_best, campaign, reference)),
         Heading(2, "Completeness"),
         Paragraph(_completeness_text(units, missing)),
     ]
     if not missing.display.empty:
         blocks.append(missing)
-    blocks += [Heading(2, "Efficiency"), efficiency]
+    blocks += [Heading(2, "Interval estimates"), estimates, aggregate]
+    if runs.tasks:
+        blocks.append(figures.performance_profiles(runs, campaign, figure_dir))
+    else:
+        blocks.append(Paragraph("No performance profiles: no search task has a scale from ReLU to the best "
+                                "activation (" + "; ".join(f"{t}: {why}" for t, why in runs.skipped.items()) + ")."))
+    blocks += [improvement, ranks, Heading(2, "Efficiency"), efficiency]
     if not target.display.empty:
         blocks.append(target)
-    blocks += [Heading(2, "Transfer"), transfer, normalised, Heading(2, "Statistics")]
+    blocks += [Heading(2, "Transfer"), transfer, normalised, Heading(2, "Proxy fidelity")]
+    if not points.empty:
+        blocks += [fidelity, figures.proxy_scatter(points, campaign, figure_dir)]
+    else:
+        blocks.append(Paragraph("No proxy-fidelity points: no retrained black-box candidate has a proxy score in the "
+                                "gathered tables (the campaign has no black-box method, none of their searches and "
+                                f"retrainings finished, or the tables predate that column: run `grafs-bench gather "
+                                f"{inputs.out}`)."))
+    blocks.append(Heading(2, "Statistics"))
     blocks += [Paragraph(line) for line in stats.summary(tests, friedman, reference, blocks_table)]
     if not tests.empty:
         blocks.append(stats.wilcoxon_table(tests))
     if friedman is not None:
-        blocks.append(stats.friedman_table(friedman))
-    if friedman is not None and np.isfinite(friedman.critical_difference):
-        blocks.append(figures.critical_difference(friedman, figure_dir))
-    else:
-        complete = 0 if friedman is None else friedman.blocks
-        blocks.append(Paragraph(f"No critical-difference diagram: it needs at least {stats.MIN_CD_BLOCKS} blocks in "
-                                f"which every activation has a score and at least 3 activations; this campaign has "
-                                f"{complete} such blocks."))
+        blocks += [stats.friedman_table(friedman), figures.critical_difference(friedman, figure_dir)]
     blocks.append(Heading(2, "Figures"))
     if not inputs.trace.empty:
         blocks.append(figures.anytime(inputs.trace, units, campaign, figure_dir))
@@ -107,11 +128,14 @@ def build_report(out: Path) -> Path:
     finished = units[(units["kind"] == "search") & (units["state"] == "done")]
     if not finished.empty:
         blocks.append(figures.cost_versus_metric(units, scores, campaign, figure_dir))
+    if inputs.curves.empty and not finished.empty:
+        blocks.append(Paragraph(f"No activation plots: the gathered tables hold no activation curves "
+                                f"(tables/activation_curves.parquet); run `grafs-bench gather {inputs.out}`."))
     for task in campaign.tasks:
-        if (finished["task"] == task).any():
-            blocks.append(figures.activations(units, scores, campaign, task, figure_dir))
+        if (finished["task"] == task).any() and not inputs.curves.empty:
+            blocks.append(figures.activations(units, scores, inputs.curves, campaign, task, figure_dir))
     if np.isfinite(normalised.data.drop(columns="activation").to_numpy(dtype=float)).any():
-        blocks.append(figures.transfer_heatmap(normalised.data, figure_dir))
+        blocks.append(figures.transfer_heatmap(normalised.data, relu_best, figure_dir))
     blocks += [Heading(2, "Found activations"), found]
     where, values = environment(inputs)
     blocks += [

@@ -1,13 +1,18 @@
 """The report's figures (seaborn on matplotlib), each saved as PNG and PDF with fixed metadata so that
-the same tables always give byte-identical files."""
+the same tables always give byte-identical files.
+
+Sizes: a figure, legend included, is at most ``MAX_WIDTH`` inches wide at ``DPI``, so the HTML report
+shows it without shrinking and its text, at least 9 pt, stays legible; tasks get one row of panels
+each rather than sitting side by side.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
-import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,18 +24,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import scikit_posthocs  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.campaign import Campaign  # noqa: E402
-from bench.plots import activation_grid, activation_values, draw_comparison  # noqa: E402
-from bench.report.stats import Friedman, cliques  # noqa: E402
+from bench.report.intervals import Normalised, profile_band  # noqa: E402
+from bench.report.stats import ALPHA, Friedman  # noqa: E402
 from bench.report.tables import NORMALISED_FLOOR, Entry, entries, normalised_text  # noqa: E402
 from bench.tasks import Metric, get_task  # noqa: E402
-from grafs.genotype import Genotype  # noqa: E402
 
 METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}
 DPI = 120
+MAX_WIDTH = 9.4  # inches: 1128 px at DPI, inside the HTML report's column (1200 px less its padding)
+PANELS_WIDTH = 7.2  # inches of panels where a legend of about two inches sits beside them
 GRID_POINTS = 80
+FONT = {"font.size": 10.0, "axes.titlesize": 11.0, "axes.labelsize": 10.0, "xtick.labelsize": 9.5,
+        "ytick.labelsize": 9.5, "legend.fontsize": 9.5, "legend.title_fontsize": 9.5}
+SMALLEST_TEXT = 9.0  # points: annotations, fixed-activation labels
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,12 @@ class Figure:
     name: str
     caption: str
     png: Path
+
+
+@contextmanager
+def _theme(style: str = "whitegrid") -> Iterator[None]:
+    with sns.axes_style(style), plt.rc_context(FONT):
+        yield
 
 
 def save(figure, folder: Path, name: str, caption: str) -> Figure:
@@ -65,20 +81,65 @@ def _axis_label(prefix: str, metric: Metric) -> str:
     return f"{prefix} loss (lower is better)"
 
 
-def _palette(campaign: Campaign) -> dict[str, tuple]:
-    labels = [m.label for m in campaign.methods]
-    return dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
+def _palette(names: list[str]) -> dict[str, tuple]:
+    return dict(zip(names, sns.color_palette("colorblind" if len(names) <= 10 else "husl", len(names)), strict=True))
 
 
-def _fixed_lines(axes, units: pd.DataFrame, task: str, column: str, metric: Metric) -> None:
-    """Each fixed activation's mean over evaluation seeds on ``task``, as a labelled horizontal line."""
+def _method_palette(campaign: Campaign) -> dict[str, tuple]:
+    return _palette([m.label for m in campaign.methods])
+
+
+def spread(positions: list[float], gap: float) -> list[float]:
+    """Label positions moved apart to at least ``gap`` from each other, in the same order, each as close to
+    its own position as the others allow (so labels of nearby lines do not print over each other)."""
+    order = sorted(range(len(positions)), key=lambda i: positions[i])
+    placed = [positions[i] for i in order]
+    for i in range(1, len(placed)):
+        placed[i] = max(placed[i], placed[i - 1] + gap)
+    shift = (sum(placed) - sum(positions[i] for i in order)) / max(len(placed), 1)
+    placed = [p - shift for p in placed]  # centre the block of labels on the lines it names
+    for i in range(1, len(placed)):
+        placed[i] = max(placed[i], placed[i - 1] + gap)
+    result = [0.0] * len(positions)
+    for i, value in zip(order, placed, strict=True):
+        result[i] = value
+    return result
+
+
+def _fixed_means(units: pd.DataFrame, task: str, column: str) -> pd.Series:
     fixed = units[(units["kind"] == "retrain") & units["fixed"].notna() & (units["task"] == task)
                   & (units["state"] == "done")]
-    means = pd.to_numeric(fixed[column], errors="coerce").groupby(fixed["fixed"], sort=True).mean().dropna()
-    for name, value in means.items():
-        axes.axhline(value * _scale(metric), color="0.45", lw=0.8, ls=":")
-        axes.text(1.01, value * _scale(metric), name, transform=axes.get_yaxis_transform(), fontsize=7,
-                  va="center", color="0.3")
+    return pd.to_numeric(fixed[column], errors="coerce").groupby(fixed["fixed"], sort=True).mean().dropna()
+
+
+def _fixed_lines(axes, means: pd.Series, metric: Metric) -> None:
+    """Each fixed activation's mean as a dotted line, labelled right of the panel without overlaps; one
+    outside the panel's y-range (which fits the curves) is named at the edge with its value and an arrow."""
+    if means.empty:
+        return
+    means = means.sort_values(kind="stable")  # labels stacked at an edge keep the order of their values
+    values = [float(v) * _scale(metric) for v in means]
+    low, high = axes.get_ylim()
+    anchors = [min(max(value, low), high) for value in values]
+    for value in values:
+        if low <= value <= high:
+            axes.axhline(value, color="0.45", lw=0.9, ls=":")
+    for name, value, anchor, y in zip(means.index, values, anchors, spread(anchors, (high - low) * 0.075),
+                                      strict=True):
+        text = name if low <= value <= high else f"{name} {value:.3g} {'↑' if value > high else '↓'}"
+        axes.annotate(text, xy=(1.0, anchor), xycoords=("axes fraction", "data"), xytext=(1.02, y),
+                      textcoords=("axes fraction", "data"), fontsize=SMALLEST_TEXT, va="center", color="0.25",
+                      arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6}, annotation_clip=False)
+
+
+def _cover(axes, values: list[float]) -> None:
+    """A y-range that covers every drawn value with a margin."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return
+    low, high = min(finite), max(finite)
+    margin = 0.06 * (high - low) if high > low else max(abs(high) * 0.02, 0.01)
+    axes.set_ylim(low - margin, high + margin)
 
 
 def _log_x(axis) -> None:
@@ -102,14 +163,18 @@ def _curve_units(units: pd.DataFrame, campaign: Campaign, task: str) -> pd.DataF
     return searches[keep]
 
 
-def anytime_frame(trace: pd.DataFrame, units: pd.DataFrame, campaign: Campaign, task: str) -> pd.DataFrame:
-    """Incumbent score per method and seed on a common log-spaced cost grid, where every seed has a value."""
+def _trace_points(trace: pd.DataFrame, units: pd.DataFrame, campaign: Campaign, task: str) -> pd.DataFrame:
     cost, _ = _cost_column(campaign)
     chosen = _curve_units(units, campaign, task)
     points = trace[trace["unit_id"].isin(chosen["unit_id"])].copy()
     points["cost"] = pd.to_numeric(points[cost], errors="coerce")
     points["score"] = pd.to_numeric(points["incumbent_score"], errors="coerce")
-    points = points[(points["cost"] > 0) & np.isfinite(points["score"])]
+    return points[(points["cost"] > 0) & np.isfinite(points["score"])]
+
+
+def anytime_frame(trace: pd.DataFrame, units: pd.DataFrame, campaign: Campaign, task: str) -> pd.DataFrame:
+    """Incumbent score per method and seed on a common log-spaced cost grid, where every seed has a value."""
+    points = _trace_points(trace, units, campaign, task)
     if points.empty:
         return pd.DataFrame(columns=["label", "seed", "cost", "score"])
     grid = np.geomspace(points["cost"].min(), points["cost"].max(), GRID_POINTS)
@@ -131,47 +196,81 @@ def anytime_frame(trace: pd.DataFrame, units: pd.DataFrame, campaign: Campaign, 
     return pd.DataFrame(rows, columns=["label", "seed", "cost", "score"])
 
 
+def _final_points(trace: pd.DataFrame, units: pd.DataFrame, campaign: Campaign, task: str) -> pd.DataFrame:
+    """Each search's last trace point: its total cost and its final incumbent score."""
+    points = _trace_points(trace, units, campaign, task).sort_values(["unit_id", "step"], kind="stable")
+    return points.groupby("unit_id", sort=True).tail(1)[["label", "seed", "cost", "score"]]
+
+
+MIN_CURVE_POINTS = 8  # of the 80-point grid (a tenth of the axis): a shorter curve is drawn as a point instead
+
+
 def anytime(trace: pd.DataFrame, units: pd.DataFrame, campaign: Campaign, folder: Path) -> Figure:
-    cost, cost_label = _cost_column(campaign)
-    palette = _palette(campaign)
-    with sns.axes_style("whitegrid"):
-        figure, axes = plt.subplots(1, len(campaign.tasks), figsize=(5.6 * len(campaign.tasks), 4.0), squeeze=False)
-        for axis, task in zip(axes[0], campaign.tasks, strict=True):
+    _, cost_label = _cost_column(campaign)
+    palette = _method_palette(campaign)
+    tasks = list(campaign.tasks)
+    with _theme():
+        figure, axes = plt.subplots(len(tasks), 1, figsize=(PANELS_WIDTH, 3.4 * len(tasks)), squeeze=False)
+        for axis, task in zip(axes[:, 0], tasks, strict=True):
             metric = get_task(task).metric
+            scale = _scale(metric)
             frame = anytime_frame(trace, units, campaign, task)
-            frame["score"] = frame["score"].astype(float) * _scale(metric)
+            frame["score"] = frame["score"].astype(float) * scale
+            final = _final_points(trace, units, campaign, task)
+            final["score"] = final["score"].astype(float) * scale
+            lengths = frame.groupby("label")["cost"].nunique()
+            curves = frame[frame["label"].isin(lengths[lengths >= MIN_CURVE_POINTS].index)]
+            drawn = list(curves["score"])
+            if not curves.empty:
+                sns.lineplot(curves, x="cost", y="score", hue="label", palette=palette, errorbar="se",
+                             drawstyle="steps-post", err_kws={"step": "post"}, ax=axis, legend=False)
+            for label in lengths[lengths < MIN_CURVE_POINTS].index:
+                ends = final[final["label"] == label]
+                se = ends["score"].std() / math.sqrt(len(ends)) if len(ends) > 1 else 0.0
+                axis.errorbar(ends["cost"].mean(), ends["score"].mean(), xerr=_nan_zero(ends["cost"].std()),
+                              yerr=_nan_zero(se), fmt="o", color=palette[label], ms=7, capsize=3, lw=1.2)
+                drawn += [ends["score"].mean() - _nan_zero(se), ends["score"].mean() + _nan_zero(se)]
             if not frame.empty:
-                sns.lineplot(frame, x="cost", y="score", hue="label", palette=palette, errorbar="se",
-                             drawstyle="steps-post", err_kws={"step": "post"}, ax=axis)
                 _log_x(axis)
-            _fixed_lines(axis, units, task, "val_metric", metric)
+            fixed = _fixed_means(units, task, "val_metric")
+            _cover(axis, drawn)
+            _fixed_lines(axis, fixed, metric)
             axis.set_title(task)
             axis.set_xlabel(cost_label)
             axis.set_ylabel(_axis_label("incumbent validation", metric))
-            if axis.get_legend():
-                axis.legend(fontsize=7, title=None)
+        _method_legend(figure, campaign, palette)
         figure.tight_layout()
     caption = (
-        "Anytime curves: the incumbent's validation score against the cumulative search cost, mean and standard "
-        "error over search seeds (black-box methods at their largest budget). Each method scores on its own "
-        "protocol (GRAFS: its validation split; black-box: a short proxy training on the last 25 % of the training "
-        "split), so curves of different methods are comparable only in shape; the retrained tables compare "
-        "them. Dotted: fixed activations' validation score after a full training."
+        "Anytime curves, one row per search task: the incumbent's validation score against the cumulative search "
+        "cost, mean and standard error over search seeds (black-box methods at their largest budget). A method "
+        f"whose curve spans fewer than {MIN_CURVE_POINTS} points of the common cost grid (GRAFS, whose search "
+        "is short and fixed in length) is drawn as one point: its mean final cost ± std and mean final score ± "
+        "standard error. Each method scores on its own protocol (GRAFS: its validation split; black-box: a short "
+        "proxy training on the last 25 % of the training split), so curves of different methods are comparable "
+        "only in shape; the retrained tables compare them. Dotted: fixed activations' validation score after a "
+        "full training; one outside the y-range, which fits the curves, is named at the edge with its value."
     )
     return save(figure, folder, "anytime", caption)
+
+
+def _method_legend(figure, campaign: Campaign, palette: dict[str, tuple], extra: list | None = None) -> None:
+    handles = [matplotlib.lines.Line2D([], [], color=palette[m.label], marker="o", lw=2, label=m.label)
+               for m in campaign.methods]
+    figure.legend(handles=handles + (extra or []), loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
 
 
 def cost_versus_metric(units: pd.DataFrame, scores: pd.DataFrame, campaign: Campaign, folder: Path) -> Figure:
     cost, cost_label = _cost_column(campaign)
     column = {"wall_seconds": "cost_wall_seconds", "epoch_equivalents": "cost_epoch_equivalents"}[cost]
-    palette = _palette(campaign)
+    palette = _method_palette(campaign)
     # Colour names the method and the marker the budget: labels written next to the points overlap.
     budgets = [_budget_name(None), *(_budget_name(m) for m in sorted(campaign.budget_multiples))]
     markers = dict(zip(budgets, "osD^vP*X", strict=False))
     searches = units[(units["kind"] == "search") & (units["state"] == "done")]
-    with sns.axes_style("whitegrid"):
-        figure, axes = plt.subplots(1, len(campaign.tasks), figsize=(5.6 * len(campaign.tasks), 4.0), squeeze=False)
-        for axis, task in zip(axes[0], campaign.tasks, strict=True):
+    tasks = list(campaign.tasks)
+    with _theme():
+        figure, axes = plt.subplots(len(tasks), 1, figsize=(PANELS_WIDTH, 3.4 * len(tasks)), squeeze=False)
+        for axis, task in zip(axes[:, 0], tasks, strict=True):
             metric = get_task(task).metric
             own = scores[(scores["search_task"] == task) & (scores["task"] == task)]
             points = searches[searches["task"] == task][["entry", "label", "seed", "budget_multiple", column]].merge(
@@ -180,30 +279,31 @@ def cost_versus_metric(units: pd.DataFrame, scores: pd.DataFrame, campaign: Camp
             points["metric"] = points["value"].astype(float) * _scale(metric)
             points = points[(points["cost"] > 0) & np.isfinite(points["metric"])]
             points["budget"] = [_budget_name(m) for m in points["budget_multiple"]]
+            fixed = _fixed_means(units, task, "test_metric")
             if not points.empty:
                 sns.scatterplot(points, x="cost", y="metric", hue="label", style="budget", markers=markers,
-                                palette=palette, alpha=0.35, s=22, ax=axis, legend=False)
+                                palette=palette, alpha=0.35, s=26, ax=axis, legend=False)
                 means = points.groupby(["entry", "label", "budget"], sort=True).agg(
                     cost=("cost", "mean"), metric=("metric", "mean"), cost_sd=("cost", "std"),
                     metric_sd=("metric", "std")).reset_index()
                 for row in means.itertuples():
                     axis.errorbar(row.cost, row.metric, xerr=_nan_zero(row.cost_sd), yerr=_nan_zero(row.metric_sd),
-                                  fmt=markers[row.budget], color=palette[row.label], ms=6, capsize=2, lw=1)
+                                  fmt=markers[row.budget], color=palette[row.label], ms=7, capsize=2, lw=1)
                 _log_x(axis)
-            _fixed_lines(axis, units, task, "test_metric", metric)
+            _cover(axis, list(points["metric"]))
+            _fixed_lines(axis, fixed, metric)
             axis.set_title(task)
             axis.set_xlabel(cost_label)
             axis.set_ylabel(_axis_label("retrained test", metric))
-        handles = [matplotlib.lines.Line2D([], [], color=palette[m.label], marker="o", ls="", label=m.label)
-                   for m in campaign.methods]
-        handles += [matplotlib.lines.Line2D([], [], color="0.3", marker=markers[b], ls="", label=b) for b in budgets
-                    if b in markers]
-        figure.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+        extra = [matplotlib.lines.Line2D([], [], color="0.3", marker=markers[b], ls="", label=b) for b in budgets
+                 if b in markers]
+        _method_legend(figure, campaign, palette, extra)
         figure.tight_layout()
     caption = (
-        "Search cost against the found activation's test metric after retraining on the search task: faint points "
-        "per search seed, large points mean ± std per method (colour) and budget (marker). Dotted: fixed "
-        "activations (no search)."
+        "Search cost against the found activation's test metric after retraining on the search task, one row per "
+        "search task: faint points per search seed, large points mean ± std per method (colour) and budget "
+        "(marker). Dotted: fixed activations (no search); one outside the y-range, which fits the points, is named "
+        "at the edge with its value."
     )
     return save(figure, folder, "cost_vs_metric", caption)
 
@@ -223,102 +323,184 @@ def _panel_methods(campaign: Campaign) -> list[Entry]:
             if not e.fixed and e.searched_as is None and e.budget_multiple in (None, largest)]
 
 
-def activations(units: pd.DataFrame, scores: pd.DataFrame, campaign: Campaign, task: str, folder: Path) -> Figure:
-    """Per method, the activations its seeds found on ``task`` (the best retrained one in black, with its
-    formula), next to ReLU, GELU and SiLU."""
+def activations(units: pd.DataFrame, scores: pd.DataFrame, curves: pd.DataFrame, campaign: Campaign, task: str,
+                folder: Path) -> Figure:
+    """Per method, the activations its seeds found on ``task`` (the best retrained one in black), next to
+    the comparison activations; the y-range fits every drawn function."""
     metric = get_task(task).metric
     methods = _panel_methods(campaign)
     searches = units[(units["kind"] == "search") & (units["task"] == task) & (units["state"] == "done")]
     own = scores[(scores["search_task"] == task) & (scores["task"] == task)].set_index(["entry", "replicate"])
-    x = activation_grid()
+    found = {unit_id: part for unit_id, part in curves[curves["unit_id"].notna()].groupby("unit_id", sort=False)}
+    comparison = {name: part for name, part in curves[curves["activation"].notna()].groupby("activation", sort=True)}
+    shown = [found[u] for u in searches["unit_id"] if u in found] + list(comparison.values())
+    values = np.concatenate([part["y"].to_numpy(dtype=float) for part in shown]) if shown else np.array([0.0])
+    values = values[np.isfinite(values)]
+    low, high = (float(values.min()), float(values.max())) if len(values) else (-1.0, 1.0)
+    margin = 0.06 * (high - low) if high > low else 1.0
     columns_ = min(3, len(methods))
     rows = math.ceil(len(methods) / columns_)
-    with sns.axes_style("whitegrid"):
-        figure, axes = plt.subplots(rows, columns_, figsize=(4.6 * columns_, 4.0 * rows), squeeze=False)
+    with _theme():
+        figure, axes = plt.subplots(rows, columns_, figsize=(PANELS_WIDTH, 2.6 * rows), squeeze=False, sharex=True,
+                                    sharey=True)
         for axis in axes.flat[len(methods):]:
             axis.set_visible(False)
         for axis, entry in zip(axes.flat, methods, strict=False):
-            draw_comparison(axis, x)
-            found = searches[(searches["entry"] == entry.name) & searches["genotype"].notna()].sort_values("seed")
-            found = found[found["genotype"] != "null"]
-            values = [float(own["value"].get((entry.name, int(s)), math.nan)) for s in found["seed"]]
-            ranked = [v if math.isfinite(v) else -math.inf if metric.direction == "max" else math.inf for v in values]
+            for name, part in comparison.items():
+                axis.plot(part["x"], part["y"], lw=1.1, ls="--", label=name)
+            axis.axhline(0, color="grey", lw=0.5)
+            axis.axvline(0, color="grey", lw=0.5)
+            group = searches[searches["entry"] == entry.name].sort_values("seed")
+            group = group[group["unit_id"].isin(found)]
+            scored = [float(own["value"].get((entry.name, int(s)), math.nan)) for s in group["seed"]]
+            ranked = [v if math.isfinite(v) else -math.inf if metric.direction == "max" else math.inf for v in scored]
             best = None
-            if len(found):
+            if len(group):
                 best = int(np.argmax(ranked) if metric.direction == "max" else np.argmin(ranked))
-            for position, (seed, genotype) in enumerate(zip(found["seed"], found["genotype"], strict=True)):
-                curve = activation_values(Genotype.from_dict(json.loads(genotype)), x)
+            for position, (seed, unit_id) in enumerate(zip(group["seed"], group["unit_id"], strict=True)):
+                part = found[unit_id]
                 if position == best:
-                    axis.plot(x, curve, color="black", lw=2.2, label=f"{entry.name} (seed {int(seed)})", zorder=3)
-                    formula = Genotype.from_dict(json.loads(genotype)).formula()
-                    axis.text(0.0, -0.2, "\n".join(textwrap.wrap(f"f(x) = {formula}", 70)), transform=axis.transAxes,
-                              fontsize=6, va="top", family="monospace")
+                    axis.plot(part["x"], part["y"], color="black", lw=2.2, label=f"best: seed {int(seed)}", zorder=3)
                 else:
-                    axis.plot(x, curve, color="0.55", lw=0.8, alpha=0.8)
-            axis.set_ylim(-2.0, 5.5)
-            axis.set_title(entry.name if best is not None else f"{entry.name}: no finished search", fontsize=9)
-            axis.legend(fontsize=6, loc="upper left")
-        figure.tight_layout(h_pad=4.0)
+                    axis.plot(part["x"], part["y"], color="0.55", lw=0.8, alpha=0.8)
+            axis.set_ylim(low - margin, high + margin)
+            axis.set_title(entry.name if best is not None else f"{entry.name}: none finished")
+            axis.set_xlabel("x")
+            axis.set_ylabel("f(x)")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        handles = [h for h, label in zip(handles, labels, strict=True) if label in comparison]
+        handles += [matplotlib.lines.Line2D([], [], color="black", lw=2.2, label="best retrained seed"),
+                    matplotlib.lines.Line2D([], [], color="0.55", lw=0.8, label="other seeds")]
+        figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        figure.tight_layout()
     caption = (
         f"Activations found on {task}, per method (black-box methods at their largest budget): the seed whose "
-        "activation retrained best in black with its formula, the other seeds in grey; ReLU, GELU and SiLU dashed."
+        f"activation retrained best in black, the other seeds in grey; {', '.join(comparison)} dashed. The y-range "
+        "fits every drawn function; the formulas are in the found-activations table."
     )
     return save(figure, folder, f"activations_{task}", caption)
 
 
-def transfer_heatmap(normalised: pd.DataFrame, folder: Path) -> Figure:
+def transfer_heatmap(normalised: pd.DataFrame, relu_best: list[str], folder: Path) -> Figure:
     exact = normalised.set_index("activation").astype(float)
     values = exact.clip(lower=NORMALISED_FLOOR)
     texts = exact.map(lambda v: normalised_text(v) if math.isfinite(v) else "")
-    with sns.axes_style("white"):
-        figure, axis = plt.subplots(figsize=(1.25 * values.shape[1] + 3.0, 0.42 * values.shape[0] + 1.6))
+    with _theme("white"):
+        figure, axis = plt.subplots(figsize=(min(MAX_WIDTH, 1.3 * values.shape[1] + 3.2),
+                                             0.4 * values.shape[0] + 1.8))
         sns.heatmap(values, annot=texts.to_numpy(), fmt="", cmap="RdYlGn", vmin=NORMALISED_FLOOR, vmax=1.0,
                     center=0.0, linewidths=0.5,
-                    cbar_kws={"label": "normalised (ReLU 0, best 1)"}, annot_kws={"fontsize": 7}, ax=axis)
+                    cbar_kws={"label": "normalised (ReLU 0, best 1)"}, annot_kws={"fontsize": SMALLEST_TEXT}, ax=axis)
         axis.set_ylabel("")
         axis.tick_params(axis="x", rotation=30)
         plt.setp(axis.get_xticklabels(), ha="right")
         figure.tight_layout()
+    blank = ("; blank where no result exists" if not relu_best else
+             f"; the columns {', '.join(relu_best)} are blank because ReLU is the best activation there (the scale "
+             "from ReLU to the best is empty), as is any cell without a result")
     caption = ("Transfer heatmap: per evaluated task, the test metric normalised between ReLU (0) and the best "
-               f"activation (1), floored at {NORMALISED_FLOOR:g} as in the table; blank where no result exists.")
+               f"activation (1), floored at {NORMALISED_FLOOR:g} as in the table{blank}.")
     return save(figure, folder, "transfer_heatmap", caption)
 
 
 def critical_difference(result: Friedman, folder: Path) -> Figure:
-    """Demsar's critical-difference diagram: average ranks on an axis, bars joining activations whose
-    ranks differ by less than the Nemenyi critical difference."""
-    ranks = result.average_ranks.sort_values(kind="stable")
-    k = len(ranks)
-    groups = cliques(ranks, result.critical_difference)
-    half = math.ceil(k / 2)
-    margin = 0.55 * (k - 1)
-    line_end = 0.06 * (k - 1)
-    bottom = -0.3 - 0.12 * len(groups) - 0.22 * half
-    figure, axis = plt.subplots(figsize=(10.0, 1.4 + 0.3 * half + 0.12 * len(groups)))
-    axis.set_xlim(1 - margin, k + margin)
-    axis.set_ylim(bottom - 0.1, 0.6)
-    axis.axis("off")
-    axis.hlines(0, 1, k, color="black", lw=1)
-    for tick in range(1, k + 1):
-        axis.vlines(tick, 0, 0.06, color="black", lw=1)
-        axis.text(tick, 0.1, str(tick), ha="center", va="bottom", fontsize=8)
-    axis.hlines(0.42, 1, 1 + result.critical_difference, color="black", lw=1.5)
-    axis.vlines([1, 1 + result.critical_difference], 0.38, 0.46, color="black", lw=1)
-    axis.text(1 + result.critical_difference / 2, 0.48, f"CD = {result.critical_difference:.2f}", ha="center",
-              va="bottom", fontsize=8)
-    for i, (start, end) in enumerate(groups):
-        y = -0.12 - 0.12 * i
-        axis.hlines(y, ranks.iloc[start] - 0.03, ranks.iloc[end] + 0.03, color="black", lw=3)
-    first_label = -0.3 - 0.12 * len(groups)
-    for position, (name, rank) in enumerate(ranks.items()):
-        left = position < half
-        y = first_label - 0.22 * (position if left else k - 1 - position)
-        end = 1 - line_end if left else k + line_end
-        axis.plot([rank, rank, end], [0, y, y], color="0.25", lw=0.8)
-        axis.text(end - 0.05 if left else end + 0.05, y, f"{name} ({rank:.2f})", ha="right" if left else "left",
-                  va="center", fontsize=8)
+    """The critical-difference diagram of scikit-posthocs: average ranks on an axis, bars joining
+    activations that the Nemenyi test does not tell apart; labels sit at distinct heights on both sides."""
+    significance = scikit_posthocs.posthoc_nemenyi_friedman(result.complete)
+    height = 1.2 + 0.24 * math.ceil(result.entries / 2)
+    # The labels sit beside the axis, left and right: leave them room within the figure width.
+    longest = max(len(f"{name} (0.00)") for name in result.average_ranks.index)
+    label_width = longest * FONT["font.size"] * 0.6 / 72  # inches: about 0.6 em per character
+    with plt.rc_context(FONT):
+        figure, axis = plt.subplots(figsize=(max(3.0, MAX_WIDTH - 2 * label_width - 0.3), height))
+        scikit_posthocs.critical_difference_diagram(
+            result.average_ranks, significance, alpha=ALPHA, ax=axis,
+            label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
+            label_props={"fontsize": FONT["font.size"]})
     caption = (
-        f"Critical-difference diagram (Nemenyi, alpha = 0.05, {result.blocks} blocks): average ranks, 1 is best; "
-        "activations joined by a bar do not differ significantly."
+        f"Critical-difference diagram (scikit-posthocs; Nemenyi test after Friedman, alpha = {ALPHA}, "
+        f"{result.blocks} blocks, CD = {result.critical_difference:.2f}): average ranks, 1 is best; activations "
+        "joined by a bar do not differ significantly."
     )
     return save(figure, folder, "critical_difference", caption)
+
+
+def performance_profiles(normalised: Normalised, campaign: Campaign, folder: Path) -> Figure:
+    """Per budget multiple, the share of runs above each normalised score, with pointwise bootstrap bands."""
+    multiples = sorted(campaign.budget_multiples)
+    found = [e for e in entries(campaign) if not e.fixed and e.searched_as is None]
+    palette = _palette(list(dict.fromkeys(e.label for e in found)))
+    # Fixed activations in greys, told apart by their dash patterns.
+    dashes = [":", "--", "-.", (0, (1, 3)), (0, (6, 2, 1, 2, 1, 2))]
+    greys = sns.color_palette("Greys", len(campaign.fixed) + 2)[2:]
+    fixed_styles = {name: (greys[i], dashes[i % len(dashes)]) for i, name in enumerate(campaign.fixed)}
+    columns_ = min(2, len(multiples))
+    rows = math.ceil(len(multiples) / columns_)
+    with _theme():
+        figure, axes = plt.subplots(rows, columns_, figsize=(PANELS_WIDTH if columns_ > 1 else 5.5, 3.4 * rows),
+                                    squeeze=False, sharey=True)
+        for axis in axes.flat[len(multiples):]:
+            axis.set_visible(False)
+        for axis, multiple in zip(axes.flat, multiples, strict=False):
+            shown = [e for e in found if e.budget_multiple in (None, multiple)]
+            for entry in shown + [e for e in entries(campaign) if e.fixed]:
+                strata = normalised.strata(entry.name)
+                if strata is None:
+                    continue
+                band = profile_band(strata, f"profile/{entry.name}")
+                colour, style = fixed_styles[entry.name] if entry.fixed else (palette[entry.label], "-")
+                axis.plot(band["threshold"], band["share"], color=colour, ls=style, lw=1.6, drawstyle="steps-post")
+                axis.fill_between(band["threshold"], band["low"], band["high"], color=colour, alpha=0.12, step="post")
+            axis.set_title(f"black-box at {multiple:g}x GRAFS's cost")
+            axis.set_xlabel("normalised score τ (ReLU 0, best 1)")
+            axis.set_ylabel("share of runs above τ")
+            axis.set_ylim(-0.02, 1.02)
+        handles = [matplotlib.lines.Line2D([], [], color=palette[label], lw=2, label=label) for label in palette]
+        handles += [matplotlib.lines.Line2D([], [], color=colour, lw=2, ls=style, label=name)
+                    for name, (colour, style) in fixed_styles.items()]
+        figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        figure.tight_layout()
+    caption = (
+        "Performance profiles: for each normalised score τ, the share of runs scoring above it (each search "
+        f"task weighted equally, over {', '.join(normalised.tasks)}), with pointwise 95 % bootstrap bands; one "
+        "panel per budget multiple of the black-box methods, GRAFS at its own cost in each. A curve above "
+        "another is better at every threshold. Grey, dashed: fixed activations."
+    )
+    return save(figure, folder, "performance_profiles", caption)
+
+
+def proxy_scatter(points: pd.DataFrame, campaign: Campaign, folder: Path) -> Figure:
+    """Per search task, each retrained black-box candidate's proxy score against its retrained test metric."""
+    tasks = [t for t in campaign.tasks if (points["search_task"] == t).any()]
+    palette = _method_palette(campaign)
+    labels = list(dict.fromkeys(points["label"]))
+    # A hollow marker per method as well as a colour: methods that retrain the same candidates (NSGA-II's
+    # first generation is random search's sample) print on the same spot and stay visible there.
+    markers = dict(zip(labels, "osD^vPX*<>", strict=False))
+    columns_ = min(2, len(tasks))
+    rows = math.ceil(len(tasks) / columns_)
+    with _theme():
+        figure, axes = plt.subplots(rows, columns_, figsize=(PANELS_WIDTH if columns_ > 1 else 5.0, 3.4 * rows),
+                                    squeeze=False)
+        for axis in axes.flat[len(tasks):]:
+            axis.set_visible(False)
+        for axis, task in zip(axes.flat, tasks, strict=False):
+            metric = get_task(task).metric
+            part = points[points["search_task"] == task]
+            part = part.assign(proxy=part["proxy"] * _scale(metric), test=part["test"] * _scale(metric))
+            for label, group in part.groupby("label", sort=False):
+                axis.scatter(group["proxy"], group["test"], s=48, marker=markers[label], facecolors="none",
+                             edgecolors=[palette[label]], linewidths=1.4)
+            axis.set_title(task)
+            axis.set_xlabel(_axis_label("proxy", metric))
+            axis.set_ylabel(_axis_label("retrained test", metric))
+        handles = [matplotlib.lines.Line2D([], [], color=palette[label], marker=markers[label], ls="", label=label,
+                                           markerfacecolor="none", markeredgewidth=1.4) for label in labels]
+        figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        figure.tight_layout()
+    caption = (
+        "Proxy fidelity: each retrained black-box candidate (searches at the largest budget, each search's top "
+        f"{campaign.top_k} by proxy score), its proxy score against its test metric after retraining on the "
+        "search task. A proxy that ranks candidates as full training does gives a rising cloud."
+    )
+    return save(figure, folder, "proxy_fidelity", caption)

@@ -20,12 +20,14 @@ NOT_GATHERED = "not gathered"
 # Columns the report reads; gather writes them only for finished units, so they may be absent.
 RESULT_COLUMNS = (
     "state", "method", "status", "error", "formula", "genotype", "cost_wall_seconds", "cost_epoch_equivalents",
-    "cost_full_trainings", "budget_spent_share", "candidates", "val_metric", "test_metric",
+    "cost_full_trainings", "budget_spent_share", "candidates", "val_metric", "test_metric", "proxy_score",
+    "incumbent_trial", "config_population", "config_offspring",
 )
 TRACE_COLUMNS = (
     "unit_id", "label", "task", "seed", "budget_multiple", "step", "status", "incumbent_score", "wall_seconds",
-    "epoch_equivalents", "formula",
+    "epoch_equivalents", "formula", "trial", "score",
 )
+CURVE_COLUMNS = ("unit_id", "activation", "x", "y")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class ReportInputs:
     record: dict  # campaign.json's "campaign" object, as written
     units: pd.DataFrame  # one row per declared unit, with its gathered results
     trace: pd.DataFrame
+    curves: pd.DataFrame  # f(x) of the found activations (by unit_id) and the comparison activations
 
 
 def _declared(units: list[Unit]) -> pd.DataFrame:
@@ -52,11 +55,13 @@ def _declared(units: list[Unit]) -> pd.DataFrame:
             "search_task": spec.task if search else spec.search_task,
             "search_seed": spec.seed if search else spec.search_seed,
             "fixed": None if search else spec.activation.fixed,
+            # Which of its search's candidates a retraining trains: 1 is the search's find, more a runner-up.
+            "candidate_rank": None if search or spec.activation.search is None else spec.activation.rank or 1,
             "depends_on": unit.depends_on,
         })
     return pd.DataFrame(rows, columns=[
         "unit_id", "kind", "label", "task", "seed", "budget_multiple", "search_task", "search_seed", "fixed",
-        "depends_on",
+        "candidate_rank", "depends_on",
     ])
 
 
@@ -76,4 +81,6 @@ def load_inputs(out: Path) -> ReportInputs:
     units["state"] = units["state"].astype(object).where(units["state"].notna(), NOT_GATHERED)
     trace = pd.read_parquet(path) if (path := tables / "trace.parquet").is_file() else pd.DataFrame()
     trace = trace.reindex(columns=list(dict.fromkeys([*trace.columns, *TRACE_COLUMNS])))
-    return ReportInputs(out=out, campaign=record.campaign, record=record.raw, units=units, trace=trace)
+    path = tables / "activation_curves.parquet"
+    curves = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=list(CURVE_COLUMNS))
+    return ReportInputs(out=out, campaign=record.campaign, record=record.raw, units=units, trace=trace, curves=curves)

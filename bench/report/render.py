@@ -37,6 +37,17 @@ def _bold(table: Table, row: int, column: str) -> bool:
     return table.bold is not None and bool(table.bold.iloc[row][column])
 
 
+def numbered(blocks: list[Block]) -> dict[int, str]:
+    """'Table n' and 'Figure n' for each table and figure block (by position), in reading order."""
+    names, counts = {}, {"Table": 0, "Figure": 0}
+    for position, block in enumerate(blocks):
+        kind = "Table" if isinstance(block, Table) else "Figure" if isinstance(block, Figure) else None
+        if kind:
+            counts[kind] += 1
+            names[position] = f"{kind} {counts[kind]}"
+    return names
+
+
 # ----------------------------------------------------------------------------------------------
 # Markdown
 # ----------------------------------------------------------------------------------------------
@@ -58,7 +69,8 @@ def markdown_table(table: Table) -> str:
 
 def render_markdown(blocks: list[Block], root: Path) -> str:
     parts = []
-    for block in blocks:
+    names = numbered(blocks)
+    for position, block in enumerate(blocks):
         if isinstance(block, Heading):
             parts.append("#" * block.level + " " + block.text)
         elif isinstance(block, Paragraph):
@@ -66,12 +78,13 @@ def render_markdown(blocks: list[Block], root: Path) -> str:
         elif isinstance(block, Code):
             parts.append("```\n" + block.text.rstrip("\n") + "\n```")
         elif isinstance(block, Table):
-            parts.append(f"**{block.title}** (`tables/{block.name}.csv`, `tables/{block.name}.tex`)")
+            parts.append(f"**{names[position]}. {block.title}** (`tables/{block.name}.csv`, `tables/{block.name}.tex`)")
             parts.append(markdown_table(block) if len(block.display) else "(no rows)")
             parts.extend(block.notes)
         else:
             relative = block.png.relative_to(root).as_posix()
-            parts.append(f"![{block.name}]({relative})\n\n{block.caption} (`{relative}`, PDF alongside)")
+            parts.append(f"![{block.name}]({relative})\n\n{names[position]}. {block.caption} (`{relative}`, PDF "
+                         "alongside)")
     return "\n\n".join(parts) + "\n"
 
 
@@ -80,26 +93,34 @@ def render_markdown(blocks: list[Block], root: Path) -> str:
 # ----------------------------------------------------------------------------------------------
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
+div.table { overflow-x: auto; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
+td { white-space: nowrap; } td.long { white-space: normal; min-width: 24em; }
 th { background: #f2f2f2; }
 p.note { font-size: 0.85em; color: #555; }
 pre { background: #f6f6f6; padding: 0.75em; overflow-x: auto; font-size: 0.8em; }
-figure { margin: 1em 0; } img { max-width: 100%; }
+figure { margin: 1em 0; } img { max-width: 100%; width: auto; }
 figcaption { font-size: 0.85em; color: #444; }
 """
 
 
+LONG_CELL = 60  # characters: a cell this long (a formula, an error) wraps; shorter ones never break
+
+
 def html_table(table: Table) -> str:
     header = list(table.display.columns)
-    lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in header) + "</tr>"]
+    heading = "<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in header) + "</tr>"
+    lines = ['<div class="table"><table>', heading]
     for row in range(len(table.display)):
         cells = []
         for column in header:
-            text = html.escape(str(table.display.iloc[row][column]))
-            cells.append(f"<td><b>{text}</b></td>" if _bold(table, row, column) else f"<td>{text}</td>")
+            raw = str(table.display.iloc[row][column])
+            text = html.escape(raw)
+            opening = '<td class="long">' if len(raw) > LONG_CELL else "<td>"
+            cells.append(f"{opening}<b>{text}</b></td>" if _bold(table, row, column) else f"{opening}{text}</td>")
         lines.append("<tr>" + "".join(cells) + "</tr>")
-    lines.append("</table>")
+    lines.append("</table></div>")
     return "\n".join(lines)
 
 
@@ -108,7 +129,8 @@ def render_html(blocks: list[Block], title: str) -> str:
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         f"<title>{html.escape(title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
     ]
-    for block in blocks:
+    names = numbered(blocks)
+    for position, block in enumerate(blocks):
         if isinstance(block, Heading):
             parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
         elif isinstance(block, Paragraph):
@@ -116,14 +138,14 @@ def render_html(blocks: list[Block], title: str) -> str:
         elif isinstance(block, Code):
             parts.append(f"<pre>{html.escape(block.text)}</pre>")
         elif isinstance(block, Table):
-            parts.append(f"<p><b>{html.escape(block.title)}</b></p>")
+            parts.append(f"<p><b>{names[position]}. {html.escape(block.title)}</b></p>")
             parts.append(html_table(block) if len(block.display) else "<p>(no rows)</p>")
             parts.extend(f'<p class="note">{html.escape(note)}</p>' for note in block.notes)
         else:
             data = base64.b64encode(block.png.read_bytes()).decode("ascii")
             parts.append(
                 f'<figure><img alt="{html.escape(block.name)}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
+                f"<figcaption><b>{names[position]}.</b> {html.escape(block.caption)}</figcaption></figure>"
             )
     parts += ["</body>", "</html>"]
     return "\n".join(parts) + "\n"

@@ -20,7 +20,12 @@ from bench.report.tables import MISSING, Table, columns, entries
 from bench.tasks import get_task
 
 ALPHA = 0.05
-MIN_CD_BLOCKS = 10  # Demsar (2006): the Friedman / Nemenyi approximations want about ten blocks or more
+# Demsar (2006) and scipy's friedmanchisquare: the chi-squared approximation of Friedman's statistic and
+# Nemenyi's critical difference are reliable from about ten blocks.
+MIN_BLOCKS = 10
+MIN_ENTRIES = 3
+BLOCK = ("a block is one search task, evaluated task and search seed: the activations each of that seed's "
+         "searches found, retrained on the evaluated task, and every fixed activation's mean there")
 
 
 def blocks(scores: pd.DataFrame, campaign: Campaign) -> pd.DataFrame:
@@ -82,7 +87,8 @@ class Friedman:
     statistic: float
     p: float
     average_ranks: pd.Series  # 1 is best
-    critical_difference: float  # Nemenyi, at ALPHA; NaN when there are too few blocks
+    critical_difference: float  # Nemenyi, at ALPHA
+    complete: pd.DataFrame  # the blocks in which every entry has a score (rows) x entries, higher is better
 
     @property
     def significant(self) -> bool:
@@ -90,31 +96,24 @@ class Friedman:
 
 
 def friedman(table: pd.DataFrame) -> Friedman | None:
-    """The Friedman test over the blocks in which every entry has a score; None below 3 entries or 2 blocks."""
+    """The Friedman test over the blocks in which every entry has a score; None below ``MIN_ENTRIES``
+    entries or ``MIN_BLOCKS`` such blocks."""
     complete = table.dropna(axis=0, how="any")
     k, n = complete.shape[1], complete.shape[0]
-    if k < 3 or n < 2:
+    if k < MIN_ENTRIES or n < MIN_BLOCKS:
         return None
     ranks = pd.DataFrame(stats.rankdata(-complete.to_numpy(), axis=1), columns=complete.columns)
     statistic, p = stats.friedmanchisquare(*(complete[c].to_numpy() for c in complete.columns))
-    critical = math.nan
-    if n >= MIN_CD_BLOCKS:
-        q = stats.studentized_range.ppf(1 - ALPHA, k, np.inf) / math.sqrt(2)
-        critical = float(q * math.sqrt(k * (k + 1) / (6 * n)))
-    return Friedman(k, n, float(statistic), float(p), ranks.mean(axis=0), critical)
+    q = stats.studentized_range.ppf(1 - ALPHA, k, np.inf) / math.sqrt(2)
+    critical = float(q * math.sqrt(k * (k + 1) / (6 * n)))
+    return Friedman(k, n, float(statistic), float(p), ranks.mean(axis=0), critical, complete.reset_index(drop=True))
 
 
-def cliques(ranks: pd.Series, critical: float) -> list[tuple[int, int]]:
-    """Maximal runs (positions in ``ranks`` sorted ascending) whose ranks differ by less than ``critical``."""
-    values = ranks.sort_values(kind="stable").to_numpy()
-    runs = []
-    for start in range(len(values)):
-        end = start
-        while end + 1 < len(values) and values[end + 1] - values[start] < critical:
-            end += 1
-        if end > start and not any(s <= start and end <= e for s, e in runs):
-            runs.append((start, end))
-    return runs
+def why_no_friedman(table: pd.DataFrame) -> str:
+    complete = len(table.dropna(axis=0, how="any"))
+    return (f"No Friedman test and no critical-difference diagram: they need at least {MIN_ENTRIES} activations "
+            f"and {MIN_BLOCKS} blocks in which every activation has a score ({BLOCK}); this campaign has "
+            f"{table.shape[1]} activations and {complete} such blocks.")
 
 
 def _format_p(p: float) -> str:
@@ -161,11 +160,10 @@ def friedman_table(result: Friedman) -> Table:
 
 def summary(tests: pd.DataFrame, result: Friedman | None, reference: str | None, table: pd.DataFrame) -> list[str]:
     """The findings in plain words, saying so when nothing is significant or nothing could be tested."""
-    lines = []
+    lines = [f"The paired tests below run over blocks: {BLOCK}. Scores are oriented so that higher is better "
+             "(losses negated)."]
     if result is None:
-        complete = len(table.dropna(axis=0, how="any"))
-        lines.append(f"No Friedman test: it needs at least 3 activations and 2 blocks in which every activation has "
-                     f"a score; there are {table.shape[1]} activations and {complete} such blocks.")
+        lines.append(why_no_friedman(table))
     elif result.significant:
         lines.append(f"The Friedman test finds a difference among the {result.entries} activations "
                      f"({_p_phrase(result.p)}, below {ALPHA}).")

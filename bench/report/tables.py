@@ -158,6 +158,8 @@ def with_entries(units: pd.DataFrame, campaign: Campaign) -> pd.DataFrame:
     def name(row) -> str | None:
         if isinstance(row.fixed, str):
             return row.fixed
+        if pd.notna(row.candidate_rank) and row.candidate_rank > 1:  # a runner-up: proxy fidelity only
+            return None
         multiple = None if pd.isna(row.budget_multiple) else float(row.budget_multiple)
         return by_key.get((row.label, multiple))
 
@@ -227,6 +229,52 @@ def candidates(units: pd.DataFrame, trace: pd.DataFrame) -> pd.Series:
     return result.where(searches["state"] == "done")
 
 
+def search_details(units: pd.DataFrame, trace: pd.DataFrame) -> pd.DataFrame:
+    """Per finished black-box search: ``generations`` completed and whether its incumbent came from the
+    initial random sample (searches with a population), and ``stopped_rung_<r>``: candidates a
+    multi-fidelity search stopped at rung r (trace rows with status "pruned")."""
+    searches = units[(units["kind"] == "search") & (units["state"] == "done") & (units["method"] != "grafs")]
+    details = pd.DataFrame(index=pd.Index(searches["unit_id"], name="unit_id"))
+    if trace.empty:
+        return details
+    own = trace[trace["unit_id"].isin(details.index)]
+    trials = own.groupby("unit_id").size().reindex(details.index).astype(float)
+    population = pd.to_numeric(searches.set_index("unit_id")["config_population"], errors="coerce")
+    offspring = pd.to_numeric(searches.set_index("unit_id")["config_offspring"], errors="coerce")
+    # NSGA-II and regularized evolution count a generation per population of trials; PANGAEA breeds
+    # generations of ``offspring`` after its initial population.
+    steady = np.floor(trials / population)
+    bred = 1 + np.floor((trials - population).clip(lower=0) / offspring)
+    details["generations"] = bred.where(offspring.notna() & (trials >= population), steady)
+    incumbent = pd.to_numeric(searches.set_index("unit_id")["incumbent_trial"], errors="coerce")
+    details["from_initial_sample"] = (incumbent < population).where(population.notna() & incumbent.notna())
+    if "rung" in own.columns:
+        pruned = own[own["status"] == "pruned"]
+        counts = pruned.groupby(["unit_id", "rung"]).size().unstack(fill_value=0)
+        for rung in counts.columns:
+            details[f"stopped_rung_{rung:g}"] = counts[rung].reindex(details.index).fillna(0).astype(float)
+    return details
+
+
+def _rung_text(row: pd.Series, rungs: list[str]) -> str:
+    parts = [f"r{name.removeprefix('stopped_rung_')}: {format_compact(row[name])}" for name in rungs
+             if math.isfinite(row[name])]
+    return ", ".join(parts) or MISSING
+
+
+def relu_best_columns(means: pd.DataFrame, campaign: Campaign) -> list[str]:
+    """The evaluated-task columns of ``means`` (rows: activations) in which ReLU has the best mean."""
+    if "relu" not in means.index:
+        return []
+    names = []
+    for _, target, name in named_columns(campaign):
+        column = means[name].astype(float)
+        best = column.max() if get_task(target).metric.direction == "max" else column.min()
+        if math.isfinite(column["relu"]) and column["relu"] == best:
+            names.append(name)
+    return names
+
+
 # ----------------------------------------------------------------------------------------------
 # The tables
 # ----------------------------------------------------------------------------------------------
@@ -234,6 +282,8 @@ def efficiency(units: pd.DataFrame, trace: pd.DataFrame, campaign: Campaign) -> 
     """Per search task and method: search cost, candidates, the found activation's test metric, rank."""
     table = cells(replicate_scores(units, campaign))
     counted = candidates(units, trace)
+    details = search_details(units, trace)
+    rungs = [c for c in details.columns if c.startswith("stopped_rung_")]
     searches = units[units["kind"] == "search"]
     costs = {
         "seconds": "cost_wall_seconds", "epoch_equivalents": "cost_epoch_equivalents",
@@ -248,7 +298,9 @@ def efficiency(units: pd.DataFrame, trace: pd.DataFrame, campaign: Campaign) -> 
                    "budget_multiple": entry.budget_multiple}
             if entry.fixed:
                 row.update({f"{key}_{stat}": 0.0 for key in costs for stat in ("mean", "std")})
-                row.update(candidates=math.nan, searches=0, searches_expected=0, budget_used=math.nan)
+                row.update(candidates=math.nan, searches=0, searches_expected=0, budget_used=math.nan,
+                           generations=math.nan, incumbents_from_initial_sample=math.nan,
+                           **{name: math.nan for name in rungs})
             else:
                 group = searches[(searches["task"] == task) & (searches["entry"] == entry.search_entry)]
                 done = group[group["state"] == "done"]
@@ -260,6 +312,14 @@ def efficiency(units: pd.DataFrame, trace: pd.DataFrame, campaign: Campaign) -> 
                     candidates=float(counted.reindex(done["unit_id"]).mean()) if len(done) else math.nan,
                     searches=len(done), searches_expected=len(group),
                     budget_used=_mean(pd.to_numeric(done["budget_spent_share"], errors="coerce").astype(float)),
+                )
+                own = details.reindex(done["unit_id"])
+                known = own["from_initial_sample"].dropna() if "from_initial_sample" in own else pd.Series()
+                row.update(
+                    generations=_mean(own["generations"].dropna()) if "generations" in own else math.nan,
+                    incumbents_from_initial_sample=float(known.sum()) if len(known) else math.nan,
+                    incumbents_known=len(known),
+                    **{name: _mean(own[name].dropna()) for name in rungs},
                 )
             mean, std, n, expected = _cell(table, (entry.name, task, task))
             row.update(test_metric_mean=mean, test_metric_std=std, test_n=n, test_expected=expected)
@@ -281,6 +341,12 @@ def efficiency(units: pd.DataFrame, trace: pd.DataFrame, campaign: Campaign) -> 
         "Full trainings": [cost(r, "full_trainings") for _, r in data.iterrows()],
         "Budget used": [MISSING if not math.isfinite(v) else f"{v:.2f}x" for v in data["budget_used"]],
         "Candidates": [format_compact(v) for v in data["candidates"]],
+        **({"Generations": [format_compact(v) for v in data["generations"]],
+            "Incumbent from": [MISSING if not math.isfinite(v) else f"initial sample {v:.0f}/{n:.0f}"
+                               for v, n in zip(data["incumbents_from_initial_sample"],
+                                               data["incumbents_known"].fillna(0), strict=True)]}
+           if data["generations"].notna().any() else {}),
+        **({"Stopped per rung": [_rung_text(r, rungs) for _, r in data.iterrows()]} if rungs else {}),
         "Test metric": [
             format_cell(r["test_metric_mean"], r["test_metric_std"], r["test_n"], r["test_expected"],
                         get_task(r["search_task"]).metric)
@@ -301,6 +367,18 @@ def efficiency(units: pd.DataFrame, trace: pd.DataFrame, campaign: Campaign) -> 
         "seeds; above 1.00x its last step ran past the budget (a candidate's training, or a method's set-up "
         "such as the surrogate's pool features, which are computed before the first prediction).",
     )
+    if data["generations"].notna().any():
+        notes += (
+            "Generations: populations of trials an evolutionary search completed (PANGAEA: its initial population, "
+            "then one per offspring batch), mean over seeds. Incumbent from: in how many seeds the find came from the "
+            "initial random sample (the first population of trials) rather than from evolution. NSGA-II "
+            "('evolution') draws its first generation with Optuna's random sampler under the search seed, the "
+            "same candidates random search evaluates first, so where its incumbent comes from that sample, its "
+            "find equals random search's at the same seed and budget.",
+        )
+    if rungs:
+        notes += ("Stopped per rung: candidates a multi-fidelity search stopped (pruned) at each rung r, mean "
+                  "over seeds.",)
     return Table("efficiency", "Efficiency: search cost and the found activation's test metric", data, display,
                  bold, notes)
 
@@ -422,16 +500,13 @@ def normalised_transfer(means: pd.DataFrame, incomplete: pd.DataFrame, campaign:
              f"value). Mean: the average over the columns, each value floored at {NORMALISED_FLOOR:g}, so one "
              "column where ReLU is within noise of the best cannot swamp it."]
     if "relu" in means.index:
-        relu_best = []
+        relu_best = relu_best_columns(means, campaign)
         for _, target, name in named:
-            metric = get_task(target).metric
             column = means[name]
             relu = column["relu"]
-            best = column.max() if metric.direction == "max" else column.min()
-            if math.isfinite(relu) and math.isfinite(best) and best != relu:
+            best = column.max() if get_task(target).metric.direction == "max" else column.min()
+            if math.isfinite(relu) and math.isfinite(best) and name not in relu_best:
                 values[name] = (column - relu) / (best - relu)
-            elif math.isfinite(relu) and best == relu:
-                relu_best.append(name)
         if relu_best:
             notes.append(f"ReLU is the best activation on {', '.join(relu_best)}: a scale from ReLU to the best "
                          "is empty there, so that column shows – and stays out of the mean.")
