@@ -325,6 +325,9 @@ def test_bad_folders_are_one_line_user_errors(tmp_path, capsys):
     with pytest.raises(UserError, match="is not a grafs-bench campaign record"):
         build_report(tmp_path)
     campaign = parse_campaign(CAMPAIGN, source="test")
+    with pytest.raises(UserError, match="is not a grafs-bench campaign record"):  # nor is it overwritten
+        CampaignFolder(tmp_path).write_record(campaign, expand(campaign))
+    (tmp_path / "campaign.json").unlink()
     CampaignFolder(tmp_path).write_record(campaign, expand(campaign))
     with pytest.raises(UserError, match="grafs-bench gather"):
         build_report(tmp_path)
