@@ -163,7 +163,7 @@ def test_warmstart_weight_steps_use_the_default_activation():
     run = BilevelSearch(task, SearchConfig(shrinking=False, warmstart_rounds=1), torch.device("cpu"))
     batch = next(task.round_batches(0))
     task.default_calls = 0
-    run.arch_step()
+    run.arch_backward()
     assert task.default_calls == 0  # the architecture step runs through the mixture
     run.weight_backward(batch, warm=True)
     assert task.default_calls == 2  # both sites used the default activation
@@ -184,7 +184,8 @@ def test_weight_update_depends_on_the_validation_batch_only_in_reference_mode(mo
         rows = torch.randint(128, 256, (32,), generator=generator)
         task.arch_override = ToyBatch(task.x[rows], task.y[rows])
         torch.manual_seed(1)  # the same Dirichlet samples in both runs
-        run.arch_step()
+        run.arch_backward()
+        run.arch_update()
         torch.manual_seed(2)
         run.weight_backward(next(task.round_batches(0)), warm=False)
         run.weight_update()
