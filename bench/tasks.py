@@ -190,7 +190,8 @@ _GPT_RETRAIN = Recipe(
     eval_batches=200,
     eval_interval=500,
 )
-_GPT_SEARCH = replace(_GPT_RETRAIN, iterations=1000, eval_interval=100, warmup_iterations=0)  # the search runs no warmup
+# The reference's search command runs no learning-rate warmup.
+_GPT_SEARCH = replace(_GPT_RETRAIN, iterations=1000, eval_interval=100, warmup_iterations=0)
 _tinystories_gpt = Task(
     "tinystories-gpt-mini",
     "paper",

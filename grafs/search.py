@@ -468,14 +468,17 @@ class BilevelSearch:
                 history.append(record)
                 if progress:
                     progress(record)
-                if selectable and math.isfinite(score) and (best[1] < 0 or (score > best[0] if task.maximize else score < best[0])):
+                improves = best[1] < 0 or (score > best[0] if task.maximize else score < best[0])
+                if selectable and math.isfinite(score) and improves:
                     best = (score, round_index, genotype)
         except Diverged as error:
             status, message = "diverged", str(error)
         self.cost.wall_seconds = time.perf_counter() - started
         if best[1] < 0:
             status = "diverged"
-            message = message or "no selectable round had a finite validation score; the search found no usable genotype"
+            message = message or (
+                "no selectable round had a finite validation score; the search found no usable genotype"
+            )
         return SearchResult(
             genotype=best[2],
             status=status,
