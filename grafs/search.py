@@ -82,7 +82,7 @@ class SearchTask(Protocol):
         """Validation score and the number of samples it used."""
         ...
 
-    accumulation: int
+    accumulation: int  # micro-batches per weight step, and per architecture step
     grad_clip: float | None
 
 
@@ -314,7 +314,7 @@ class BilevelSearch:
         self._consecutive_skips = 0
         self._finite_micro_batches = 0
         self._finite_arch_micro_batches = 0
-        self.arch_steps = 0
+        self.arch_steps = 0  # architecture updates, skipped ones included (as the weights' scheduler counts)
 
     # -- steps --------------------------------------------------------------------------------
     def _skip(self, reason: str) -> None:
