@@ -41,9 +41,10 @@ class TaskSearch:
         self.maximize = task.metric.direction == "max"
         self.accumulation = self.recipe.accumulation
         self.grad_clip = self.recipe.grad_clip
-        weight_part, arch_part = data.search_split(ARCH_SHARE)
+        self.weight_part, arch_part = data.search_split(ARCH_SHARE)
         augment = self.recipe.augment
-        self.weight_stream = BatchStream(task, data, self.recipe.batch_size, seed, device, weight_part, augment)
+        self.weight_stream = BatchStream(task, data, self.recipe.batch_size, seed, device, self.weight_part, augment)
+        self.calibration_seed = seed + 2
         self.arch_stream = BatchStream(task, data, self.recipe.batch_size, seed + 1, device, arch_part, augment)
         self.rounds = self.recipe.length
         self.validate_every = (self.recipe.eval_interval or self.recipe.iterations) if self.recipe.is_iterative else 1
@@ -73,6 +74,14 @@ class TaskSearch:
 
     def arch_batch(self) -> Batch:
         return self.arch_stream.next_batch()
+
+    def calibration_batches(self, count: int) -> Iterator[Batch]:
+        """The same ``count`` batches of the weights' split at every call, not augmented (they set
+        BatchNorm statistics for scoring un-augmented validation data), from a stream of their own."""
+        stream = BatchStream(self.task, self.data, self.recipe.batch_size, self.calibration_seed, self.device,
+                             self.weight_part)
+        for _ in range(count):
+            yield stream.next_batch()
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         return batch_loss(model, batch)[0]

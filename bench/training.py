@@ -88,9 +88,9 @@ def make_optimizer(parameters, recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=recipe.betas)
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.95))
+        return torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=recipe.betas)
     raise UserError(f"unknown optimizer {recipe.optimizer!r}; valid choices: adam, adamw, sgd")
 
 

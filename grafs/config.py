@@ -50,6 +50,7 @@ class SearchConfig(SearchOptions):
     arch_weight_decay: float = 1e-3
     arch_betas: tuple[float, float] = (0.5, 0.999)
     max_consecutive_skips: int = 25
+    bn_recalibration_batches: int = 20  # fixed mode: batches re-estimating BatchNorm statistics per score
 
     @classmethod
     def of(cls, options: SearchOptions, **settings) -> SearchConfig:

@@ -8,11 +8,14 @@ a model in place of its activations.
 
 The search alternates, as GRAFS does, one architecture step on a batch of ``arch_data`` (by
 default the validation data) with one weight step on a batch of ``train_data``; the genotype of
-the round with the best validation score is the result.
+the round whose discretized cell validates best is the result (on a network with BatchNorm, after
+re-estimating its statistics under the cell on the first training batches; warmstart rounds, whose
+weights trained with the model's own activations, are not selected).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
@@ -105,6 +108,7 @@ class ModelSearch:
         self.maximize = metric == "accuracy"
         self.replaced: list[tuple] = []
         self._arch_batches: Iterator[Batch] | None = None
+        self._calibration: list[Batch] = []
 
     # -- the protocol ---------------------------------------------------------------------------
     def build_model(self, make_site: Callable[[nn.Module], nn.Module]) -> nn.Module:
@@ -139,6 +143,12 @@ class ModelSearch:
                 return batch
             self._arch_batches = None
         raise UserError("the architecture data (arch_data, or val_data) holds no batches")
+
+    def calibration_batches(self, count: int) -> list[Batch]:
+        """The first ``count`` training batches, kept from the first call on so every call sees the same."""
+        if len(self._calibration) < count:
+            self._calibration = [self._batch(item) for item in itertools.islice(self.train_data, count)]
+        return self._calibration[:count]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         return self.loss_fn(model(batch.inputs), batch.targets)

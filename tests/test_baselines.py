@@ -127,7 +127,8 @@ def test_mutations_stay_in_the_space(tune_betas):
 
 def test_the_proxy_recipe_is_a_fifth_of_the_search_recipe():
     resnet, gpt = get_task("mnist1d-resnet1d"), get_task("pydoc-gpt")
-    assert ProxyConfig().recipe(resnet) == replace(resnet.search, epochs=2)
+    assert resnet.search.epochs == 50 and gpt.search.iterations == 300
+    assert ProxyConfig().recipe(resnet) == replace(resnet.search, epochs=10)
     proxy = ProxyConfig().recipe(gpt)
     assert (proxy.iterations, proxy.warmup_iterations, proxy.eval_interval) == (60, 6, 0)
     assert ProxyConfig(epochs=1).recipe(resnet).epochs == 1
