@@ -53,7 +53,7 @@ def test_committed_results_are_the_report_the_code_builds(tmp_path):
     rebuilt.mkdir()
     (rebuilt / "campaign.json").write_bytes((committed / "campaign.json").read_bytes())
     (rebuilt / "tables").mkdir()
-    for table in ("units", "trace", "history"):
+    for table in ("units", "trace", "history", "activation_curves"):
         name = f"tables/{table}.parquet"
         (rebuilt / name).write_bytes((committed / name).read_bytes())
     result = cli("report", str(rebuilt), cwd=tmp_path)
