@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     searching.add_argument(
         "--method",
         default="grafs",
-        help="grafs (default), random, evolution, regularized-evolution, tpe, surrogate, pangaea, or a fixed "
-        "activation's name (a search of zero cost)",
+        help="grafs (default), random, evolution, regularized-evolution, tpe, asha, bohb, surrogate, pangaea, or a "
+        "fixed activation's name (a search of zero cost)",
     )
     searching.add_argument("--mode", choices=MODES, help="GRAFS: fixed (default) or the published code's")
     searching.add_argument("--no-warmstart", action="store_true", help="ablation: mixture from the first step")
@@ -106,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     searching.add_argument("--newcomer-share", type=float, help="pangaea: share of random newcomers (default 0.2)")
     searching.add_argument("--selection", help="pangaea: parent selection, rank (default) or tournament")
     searching.add_argument("--no-per-layer", action="store_true", help="pangaea: shared fixed betas, not per layer")
+    searching.add_argument(
+        "--min-resource", type=_positive_int, help="asha, bohb: checkpoints (epochs or evaluation intervals) before "
+        "the first rung (default 1)",
+    )
+    searching.add_argument(
+        "--max-resource", type=_positive_int, help="asha, bohb: checkpoints of a candidate never stopped (default: the "
+        "plain proxy's length, at least one rung above --min-resource)",
+    )
+    searching.add_argument(
+        "--reduction-factor", type=_positive_int, help="asha, bohb: 1 / the share of candidates kept at each rung (2)"
+    )
     searching.add_argument("--pool-size", type=_positive_int, help="surrogate: distinct functions in the pool (500)")
     searching.add_argument("--neighbours", type=_positive_int, help="surrogate: k of the k-NN regression (default 3)")
     searching.add_argument("--dims", type=_positive_int, help="surrogate: embedding dimensions (default 2)")
@@ -261,6 +272,9 @@ def _search_options(args) -> dict:
         "proxy_iterations": args.proxy_iterations,
         "population": args.population,
         "sample_size": args.sample_size,
+        "min_resource": args.min_resource,
+        "max_resource": args.max_resource,
+        "reduction_factor": args.reduction_factor,
         "offspring": args.offspring,
         "newcomer_share": args.newcomer_share,
         "selection": args.selection,

@@ -395,4 +395,4 @@ for _name in FIXED_ACTIVATIONS:
                     budgeted=False))
 
 # Imported last, for their side effect of registering the black-box baselines.
-from baselines import blackbox, pangaea, surrogate  # noqa: E402, F401
+from baselines import blackbox, multifidelity, pangaea, surrogate  # noqa: E402, F401
