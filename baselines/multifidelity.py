@@ -17,20 +17,22 @@ interval of the search recipe on iteration-based tasks (:class:`baselines.proxy.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from optuna.pruners import BasePruner, HyperbandPruner, SuccessiveHalvingPruner
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 
 from baselines.blackbox import BlackBoxSearcher
-from baselines.proxy import DEFAULT_REDUCTION_FACTOR, FidelityConfig
+from baselines.proxy import FidelityConfig
 from bench.searchers import Method, SearchOutcome, register
 from bench.tasks import Task
 from grafs.errors import unknown_name
 
 OPTIONS: dict[str, type] = {
-    "min_resource": int, "max_resource": int, "reduction_factor": int, "tune_betas": bool, "space": str,
+    **{resource.name: int for resource in fields(FidelityConfig)},  # declared, defaulted and checked there
+    "tune_betas": bool,
+    "space": str,
 }
 SUMMARIES = {
     "asha": "asynchronous successive halving over the cell (Optuna RandomSampler + SuccessiveHalvingPruner)",
@@ -43,13 +45,10 @@ class MultiFidelitySearcher(BlackBoxSearcher):
 
     prunes = True
 
-    def __init__(
-        self, method: str, *, min_resource: int = 1, max_resource: int | None = None,
-        reduction_factor: int = DEFAULT_REDUCTION_FACTOR, tune_betas: bool = False, space: str = "standard",
-    ):
+    def __init__(self, method: str, *, tune_betas: bool = False, space: str = "standard", **resources: int):
         if method not in SUMMARIES:
             raise unknown_name("multi-fidelity method", method, SUMMARIES)
-        self.fidelity = FidelityConfig(min_resource, max_resource, reduction_factor)
+        self.fidelity = FidelityConfig(**resources)
         self.configure(method, self.fidelity, tune_betas, space)
 
     @property
