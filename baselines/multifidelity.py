@@ -23,7 +23,7 @@ from pathlib import Path
 from optuna.pruners import BasePruner, HyperbandPruner, SuccessiveHalvingPruner
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 
-from baselines.blackbox import BlackBoxSearcher
+from baselines.blackbox import COMMON_OPTIONS, BlackBoxSearcher
 from baselines.proxy import FidelityConfig
 from bench.searchers import Method, SearchOutcome, register
 from bench.tasks import Task
@@ -31,8 +31,8 @@ from grafs.errors import unknown_name
 
 OPTIONS: dict[str, type] = {
     **{resource.name: int for resource in fields(FidelityConfig)},  # declared, defaulted and checked there
-    "tune_betas": bool,
-    "space": str,
+    # the cell's options of every black-box search; the ladder takes the place of the proxy's length
+    **{name: COMMON_OPTIONS[name] for name in ("tune_betas", "space")},
 }
 SUMMARIES = {
     "asha": "asynchronous successive halving over the cell (Optuna RandomSampler + SuccessiveHalvingPruner)",
