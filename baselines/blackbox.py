@@ -62,6 +62,8 @@ from grafs.ops import SPACES
 
 STUDY_FILE = "study.db"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+PARTIAL_COST = "partial_cost"
+"""The user attribute in which a running candidate keeps what it has spent up to its last checkpoint."""
 MAX_DUPLICATE_STREAK = 200
 """A sampler that proposes only known functions this many times in a row has converged: stop."""
 
@@ -229,13 +231,10 @@ class BlackBoxSearcher(Searcher):
         chosen = proposal.cost if proposal else Cost()
         trial = study.ask()
 
-        def charge(cost: Cost) -> None:
-            trial.set_user_attr("wall_seconds", time.perf_counter() - started + chosen.wall_seconds)
-            trial.set_user_attr("train_samples", cost.train_samples + chosen.train_samples)
-            trial.set_user_attr("eval_samples", cost.eval_samples + chosen.eval_samples)
-
         def checkpoint(point: Checkpoint) -> None:
-            charge(point.cost)  # stored as it goes: a kill leaves the work done so far on the trial
+            # Stored as it goes, in one write: a kill leaves the work done so far on the trial.
+            spent = Cost(time.perf_counter() - started, point.cost.train_samples, point.cost.eval_samples) + chosen
+            trial.set_user_attr(PARTIAL_COST, asdict(spent))
             if self.prunes:
                 trial.report(point.score, point.resource)
                 if not point.final and trial.should_prune():
@@ -263,7 +262,9 @@ class BlackBoxSearcher(Searcher):
                 if self.prunes:
                     trial.set_user_attr("resource", evaluation.resource)
             trial.set_user_attr("status", status)
-            charge(cost)
+            trial.set_user_attr("wall_seconds", time.perf_counter() - started + chosen.wall_seconds)
+            trial.set_user_attr("train_samples", cost.train_samples + chosen.train_samples)
+            trial.set_user_attr("eval_samples", cost.eval_samples + chosen.eval_samples)
             if status == "pruned" or (known is not None and known.state == TrialState.PRUNED):
                 return study.tell(trial, state=TrialState.PRUNED)
             return study.tell(trial, value)
@@ -278,7 +279,7 @@ class Ledger:
     A pruned candidate costs what it ran, enters the cache (a function proposed again is not
     retrained: its partial score stands) and never becomes the incumbent, since its score comes
     from a shorter training than the others'. A candidate a kill interrupted (``FAIL``) costs what
-    it had stored at its last checkpoint and adds no trace row.
+    it had stored at its last checkpoint (:data:`PARTIAL_COST`) and adds no trace row.
 
     A trial that carries a ``predicted_score`` (a model-based search's prediction, made before it
     was trained) adds it to its trace row, with the Spearman rank correlation of the predicted and
@@ -305,12 +306,13 @@ class Ledger:
         """Account for a stored trial; its trace row, or None for a candidate a kill interrupted
         (counted, but not part of the trace: a resumed search must trace as an uninterrupted one)."""
         attrs = trial.user_attrs
-        self.cost += Cost(attrs.get("wall_seconds", 0.0), attrs.get("train_samples", 0), attrs.get("eval_samples", 0))
         if trial.state == TrialState.FAIL:
+            self.cost += Cost(**attrs.get(PARTIAL_COST, {}))
             self.counts["interrupted"] += 1
             return None
         status = attrs["status"]
         self.trials.append(trial)
+        self.cost += Cost(attrs["wall_seconds"], attrs["train_samples"], attrs["eval_samples"])
         self.counts["candidates"] += 1
         if status == "duplicate":
             self.counts["duplicates"] += 1

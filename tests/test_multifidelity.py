@@ -20,13 +20,14 @@ import torch
 from optuna.trial import TrialState
 from test_baselines import PER_CANDIDATE, one_thread, sample_budget, tiny_data, tiny_task  # noqa: F401
 
+from baselines.blackbox import PARTIAL_COST
 from baselines.proxy import FidelityConfig
 from bench.campaign import load_campaign
 from bench.cli import main
 from bench.runs import save_search_outcome
 from bench.searchers import Budget, create_searcher
 from bench.tasks import get_task
-from bench.training import StopTraining, train
+from bench.training import Cost, StopTraining, train
 from grafs.errors import UserError
 from grafs.genotype import Genotype
 from grafs.ops import SLOTS
@@ -206,10 +207,11 @@ def test_a_search_killed_mid_candidate_is_charged_its_work_once_after_resuming(m
     study = optuna.load_study(study_name=f"{method}-tiny-resnet1d-s0", storage=f"sqlite:///{tmp_path / 'study.db'}")
     killed = study.trials[interrupted]
     assert killed.state == TrialState.FAIL and result["evaluations"]["interrupted"] == 1
-    partial = killed.user_attrs["train_samples"] + killed.user_attrs["eval_samples"]
-    assert 0 < partial < LONGEST * PER_CHECKPOINT
-    charged = [t.user_attrs["train_samples"] + t.user_attrs["eval_samples"] for t in study.trials]
-    assert result["cost"]["sample_passes"] == sum(charged)  # the killed candidate's part once, no refund
+    partial = Cost(**killed.user_attrs[PARTIAL_COST]).sample_passes
+    assert 0 < partial < LONGEST * PER_CHECKPOINT and partial % PER_CHECKPOINT == 0  # whole checkpoints
+    others = [trial for trial in study.trials if trial.number != interrupted]
+    finished = [trial.user_attrs["train_samples"] + trial.user_attrs["eval_samples"] for trial in others]
+    assert result["cost"]["sample_passes"] == sum(finished) + partial  # the killed candidate's part once, no refund
     limit = RESUME_BUDGET * PER_CHECKPOINT
     assert 0 <= result["cost"]["sample_passes"] - limit < LONGEST * PER_CHECKPOINT  # at most one candidate over
 
@@ -220,7 +222,7 @@ def running_past_a_checkpoint(path: Path) -> int | None:
         return None
     query = (
         "SELECT t.number FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
-        "WHERE t.state = 'RUNNING' AND a.key = 'train_samples'"
+        f"WHERE t.state = 'RUNNING' AND a.key = '{PARTIAL_COST}'"
     )
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
