@@ -159,7 +159,7 @@ class ProxyEvaluator:
         """Train and score ``genotype``; ``on_checkpoint`` sees every checkpoint and may raise
         :class:`bench.training.StopTraining` to stop the training there (the candidate is pruned)."""
         key = f"val_{self.task.metric.name}"
-        reached = []
+        reached: list[dict] = []
 
         def checkpoint(record: dict) -> None:
             reached.append(record)
@@ -177,7 +177,7 @@ class ProxyEvaluator:
         )
         score = result.metrics["val_metric"]
         if result.status == "diverged" or not math.isfinite(score):
-            message = result.message or "non-finite validation score"
+            message = result.message if result.status == "diverged" else "non-finite validation score"
             return Evaluation(self.task.metric.worst, "diverged", result.cost, message, len(reached))
         status = "pruned" if result.status == "stopped" else "ok"
         return Evaluation(score, status, result.cost, result.message, len(reached))
