@@ -37,14 +37,11 @@ MULTI_FIDELITY = ("asha", "bohb")
 LONGEST = 4  # max_resource of the tests: candidates train up to 4 checkpoints
 
 
-def search(method: str, out: Path, budget: Budget, seed: int = 0, progress=None, **options) -> dict:
+def search(method: str, out: Path, budget: Budget, seed: int = 0) -> dict:
     """The search's result.json, with its trace and its folder."""
     task, data = tiny_task(), tiny_data()
-    if method in MULTI_FIDELITY:
-        options = {"max_resource": LONGEST, **options}
-    else:
-        options = {"proxy_epochs": LONGEST, **options}
-    outcome = create_searcher(method, **options).search(task, seed, budget, data=data, out=out, progress=progress)
+    options = {"max_resource": LONGEST} if method in MULTI_FIDELITY else {"proxy_epochs": LONGEST}
+    outcome = create_searcher(method, **options).search(task, seed, budget, data=data, out=out)
     return {**save_search_outcome(outcome, out, task, data, seed), "trace": outcome.trace, "out": out}
 
 
@@ -52,8 +49,9 @@ def study_of(result: dict) -> optuna.Study:
     return optuna.load_study(study_name=result["study"]["name"], storage=f"sqlite:///{result['out'] / 'study.db'}")
 
 
-def increments(trace: list[dict], column: str = "sample_passes") -> list[float]:
-    spent = [row[column] for row in trace]
+def increments(trace: list[dict]) -> list[float]:
+    """The sample passes each candidate added."""
+    spent = [row["sample_passes"] for row in trace]
     return [after - before for before, after in zip([0, *spent[:-1]], spent, strict=True)]
 
 
