@@ -9,9 +9,17 @@ loop runs PANGAEA-style evolution (:mod:`baselines.pangaea`, a sampler) and sear
 their candidates themselves through a :class:`Proposer` (the AQuaSurF-style surrogate,
 :mod:`baselines.surrogate`), whose choice is enqueued in the study and asked back.
 
+Multi-fidelity searches (:mod:`baselines.multifidelity`) run in the same loop with a pruner:
+each candidate reports its score at every checkpoint of its training (``trial.report``) and is
+stopped when ``trial.should_prune()`` says so; a pruned candidate is stored as
+``TrialState.PRUNED`` and charged what it ran.
+
 The Optuna study in ``<out>/study.db`` is the whole state: trace, spending, incumbent and the
 fingerprint cache are rebuilt from its trials, so a killed search resumes where it stopped, and
-the study can be opened with Optuna's own tools (``optuna.load_study``, optuna-dashboard).
+the study can be opened with Optuna's own tools (``optuna.load_study``, optuna-dashboard). A
+running candidate stores what it has spent at each checkpoint, so the candidate a kill
+interrupts is charged the work it had done up to its last checkpoint: a resumed search neither
+refunds it nor counts it twice.
 """
 
 from __future__ import annotations
@@ -27,31 +35,41 @@ from pathlib import Path
 from typing import Protocol
 
 import optuna
+from optuna.pruners import BasePruner, NopPruner
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import spearmanr
 
-from baselines.options import BlackBoxOptions, EvolutionOptions
-from baselines.proxy import Evaluation, ProxyEvaluator
+from baselines.options import BlackBoxOptions, EvolutionOptions, MultiFidelityOptions
+from baselines.proxy import Checkpoint, Evaluation, ProxyEvaluator
 from baselines.space import BETA_POLICIES, suggest_genotype
 from bench.budget import Budget
 from bench.data.base import Dataset
 from bench.searchers import Searcher, SearchOutcome, improves, spending, trace_row
 from bench.tasks import Task
+from bench.training import StopTraining
 from grafs.cost import Cost
 from grafs.errors import UserError
 from grafs.genotype import Genotype
 
 STUDY_FILE = "study.db"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+PARTIAL_COST = "partial_cost"
+"""The user attribute in which a running candidate keeps what it has spent up to its last checkpoint."""
 MAX_DUPLICATE_STREAK = 200
 """A sampler that proposes only known functions this many times in a row has converged: stop."""
 
 class Evaluator(Protocol):
-    """Scores one genotype; ``description`` names its settings (stored with the study)."""
+    """Scores one genotype; ``description`` names its settings (stored with the study).
+
+    ``on_checkpoint`` receives the running candidate's score and cost at each checkpoint of its
+    training and may raise :class:`bench.training.StopTraining` to stop it (status ``pruned``)."""
 
     description: dict
 
-    def __call__(self, genotype: Genotype) -> Evaluation: ...
+    def __call__(
+        self, genotype: Genotype, on_checkpoint: Callable[[Checkpoint], None] | None = None
+    ) -> Evaluation: ...
 
 
 @dataclass(frozen=True)
@@ -82,25 +100,40 @@ SamplerFactory = Callable[[int], BaseSampler]
 ProposerFactory = Callable[[Task, Dataset, int, object], Proposer]
 """Builds a model-based search's proposer from the task, its data, the seed and the device."""
 
+PrunerFactory = Callable[[Task], BasePruner]
+"""Builds a multi-fidelity search's Optuna pruner for the task."""
+
 
 class BlackBoxSearcher(Searcher):
     """A sampler (or a proposer) choosing cells, a proxy training scoring them, a budget stopping them.
 
     Every black-box method is this one loop with its own sampler: the methods differ only in
     how they choose the next candidate (see the ``*_search`` builders of each module).
-    ``learnable_betas``: candidates train their betas per activation site (PANGAEA).
+    ``learnable_betas``: candidates train their betas per activation site (PANGAEA). With a
+    ``pruner`` (multi-fidelity searches) candidates report every checkpoint and may be stopped;
+    ``describe`` adds method-specific details to the result.
     """
 
     def __init__(
-        self, method: str, options: BlackBoxOptions, sampler: SamplerFactory, proposer: ProposerFactory | None = None,
-        learnable_betas: bool = False,
+        self, method: str, options: BlackBoxOptions | MultiFidelityOptions, sampler: SamplerFactory,
+        proposer: ProposerFactory | None = None, learnable_betas: bool = False, pruner: PrunerFactory | None = None,
+        describe: Callable[[Task], dict] | None = None,
     ):
         self.method, self.options, self.sampler = method, options, sampler
         self.proposer, self.learnable_betas = proposer, learnable_betas
+        self.pruner, self.describe = pruner, describe
 
     @property
     def config(self) -> dict:
         return {"sampler": self.method, **asdict(self.options)}
+
+    @property
+    def prunes(self) -> bool:
+        """Whether candidates report their checkpoints to the study's pruner, which may stop them."""
+        return self.pruner is not None
+
+    def make_pruner(self, task: Task) -> BasePruner:
+        return self.pruner(task) if self.pruner else NopPruner()  # without one every candidate trains to its end
 
     def search(self, task, seed, budget, *, data, out, device="cpu", progress=None) -> SearchOutcome:
         evaluate = ProxyEvaluator(task, data, seed, self.options.proxy, device, learnable_betas=self.learnable_betas)
@@ -120,7 +153,7 @@ class BlackBoxSearcher(Searcher):
         with _exclusive(out / f".{STUDY_FILE}.lock", out):
             study = self.open_study(out, task, seed, evaluate.description)
             ledger = Ledger(task, samples_per_epoch)
-            for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            for trial in study.get_trials(deepcopy=False, states=FINISHED):
                 ledger.add(trial)
             stop = "the budget is spent"
             while not budget.exhausted(ledger.spent):
@@ -142,8 +175,9 @@ class BlackBoxSearcher(Searcher):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         name = f"{self.method}-{task.name}-s{seed}"
         study = optuna.create_study(
-            storage=study_storage(out / STUDY_FILE), sampler=self.sampler(seed), study_name=name,
-            direction="maximize" if task.metric.direction == "max" else "minimize", load_if_exists=True,
+            storage=study_storage(out / STUDY_FILE), sampler=self.sampler(seed), pruner=self.make_pruner(task),
+            study_name=name, direction="maximize" if task.metric.direction == "max" else "minimize",
+            load_if_exists=True,
         )
         settings = json.loads(json.dumps({**self.config, "task": task.name, "seed": seed, "evaluator": evaluator}))
         stored = study.user_attrs.get("settings")
@@ -167,6 +201,16 @@ class BlackBoxSearcher(Searcher):
             study.enqueue_trial(proposal.params, user_attrs=proposal.attrs)
         chosen = proposal.cost if proposal else Cost()
         trial = study.ask()
+
+        def checkpoint(point: Checkpoint) -> None:
+            # Stored as it goes, in one write: a kill leaves the work done so far on the trial.
+            spent = Cost(time.perf_counter() - started, point.cost.train_samples, point.cost.eval_samples) + chosen
+            trial.set_user_attr(PARTIAL_COST, asdict(spent))
+            if self.prunes:
+                trial.report(point.score, point.resource)
+                if not point.final and trial.should_prune():
+                    raise StopTraining(f"pruned after {point.resource} checkpoints")
+
         try:
             genotype = suggest_genotype(trial, self.options.space, self.options.tune_betas)
             fingerprint = genotype.fingerprint()
@@ -175,18 +219,25 @@ class BlackBoxSearcher(Searcher):
             trial.set_user_attr("fingerprint", fingerprint)
             known = ledger.cache.get(fingerprint)
             if known is not None:
-                # A function already evaluated is not trained again: it costs no training.
+                # A function already evaluated is not trained again: it costs no training. A pruned one
+                # is not given a second chance either; its partial scores stand.
                 value, status, cost = known.value, "duplicate", Cost()
                 trial.set_user_attr("duplicate_of", known.number)
+                for step, score in known.intermediate_values.items():
+                    trial.report(score, step)
             else:
-                evaluation = evaluate(genotype)
+                evaluation = evaluate(genotype, checkpoint)
                 value, status, cost = evaluation.score, evaluation.status, evaluation.cost
                 if evaluation.message:
                     trial.set_user_attr("message", evaluation.message)
+                if self.prunes:
+                    trial.set_user_attr("resource", evaluation.resource)
             trial.set_user_attr("status", status)
             trial.set_user_attr("wall_seconds", time.perf_counter() - started + chosen.wall_seconds)
             trial.set_user_attr("train_samples", cost.train_samples + chosen.train_samples)
             trial.set_user_attr("eval_samples", cost.eval_samples + chosen.eval_samples)
+            if status == "pruned" or (known is not None and known.state == TrialState.PRUNED):
+                return study.tell(trial, state=TrialState.PRUNED)
             return study.tell(trial, value)
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
@@ -195,6 +246,11 @@ class BlackBoxSearcher(Searcher):
 
 class Ledger:
     """A study's trials folded, in order, into the anytime trace, the spending, the incumbent and the cache.
+
+    A pruned candidate costs what it ran, enters the cache (a function proposed again is not
+    retrained: its partial score stands) and never becomes the incumbent, since its score comes
+    from a shorter training than the others'. A candidate a kill interrupted (``FAIL``) costs what
+    it had stored at its last checkpoint (:data:`PARTIAL_COST`) and adds no trace row.
 
     A trial that carries a ``predicted_score`` (a model-based search's prediction, made before it
     was trained) adds it to its trace row, with the Spearman rank correlation of the predicted and
@@ -205,11 +261,12 @@ class Ledger:
         self.task, self.samples_per_epoch = task, samples_per_epoch
         self.cost = Cost()
         self.trace: list[dict] = []
-        self.trials: list[FrozenTrial] = []  # the completed ones, in order
+        self.trials: list[FrozenTrial] = []  # the completed and pruned ones, in order
         self.cache: dict[str, FrozenTrial] = {}
         self.predictions: list[tuple[float, float]] = []
         self.best: FrozenTrial | None = None
-        self.counts = {"candidates": 0, "trained": 0, "duplicates": 0, "diverged": 0, "interrupted": 0}
+        self.counts = {"candidates": 0, "trained": 0, "duplicates": 0, "diverged": 0, "pruned": 0, "interrupted": 0}
+        self.pruned_at: dict[str, int] = {}  # pruned candidates by the checkpoints they ran
         self.duplicate_streak = 0
 
     @property
@@ -220,7 +277,8 @@ class Ledger:
         """Account for a stored trial; its trace row, or None for a candidate a kill interrupted
         (counted, but not part of the trace: a resumed search must trace as an uninterrupted one)."""
         attrs = trial.user_attrs
-        if trial.state != TrialState.COMPLETE:
+        if trial.state == TrialState.FAIL:
+            self.cost += Cost(**attrs.get(PARTIAL_COST, {}))
             self.counts["interrupted"] += 1
             return None
         status = attrs["status"]
@@ -237,8 +295,13 @@ class Ledger:
             self.duplicate_streak = 0
             if status == "ok" and improves(self.task.metric, trial.value, self.best.value if self.best else None):
                 self.best = trial
+        if status == "pruned":
+            self.counts["pruned"] += 1
+            self.pruned_at[str(attrs["resource"])] = self.pruned_at.get(str(attrs["resource"]), 0) + 1
         score = None if status == "diverged" else trial.value
         extra = {"trial": trial.number, "fingerprint": attrs.get("fingerprint")}
+        if "resource" in attrs:
+            extra["resource"] = attrs["resource"]
         if "duplicate_of" in attrs:
             extra["duplicate_of"] = attrs["duplicate_of"]
         if attrs.get("predicted_score") is not None:
@@ -261,9 +324,10 @@ class Ledger:
 
     def outcome(self, searcher: BlackBoxSearcher, budget: Budget, stop: str, study_name: str) -> SearchOutcome:
         counts = self.counts
+        pruned = f", {counts['pruned']} pruned" if searcher.prunes else ""
         summary = (
             f"stopped as {stop}: {counts['candidates']} candidates, {counts['trained']} distinct functions trained "
-            f"({counts['diverged']} diverged), {counts['duplicates']} duplicates"
+            f"({counts['diverged']} diverged{pruned}), {counts['duplicates']} duplicates"
         )
         best = self.best
         return SearchOutcome(
@@ -279,9 +343,10 @@ class Ledger:
             config=searcher.config,
             details={
                 "best_trial": best.number if best else None,
-                "evaluations": dict(counts),
+                "evaluations": {**counts, **({"pruned_at": dict(self.pruned_at)} if searcher.prunes else {})},
                 "study": {"storage": STUDY_FILE, "name": study_name},
                 "per_layer": searcher.learnable_betas,
+                **(searcher.describe(self.task) if searcher.describe else {}),
             },
             scored_on="last 25 % of the training split, after the proxy training",
         )

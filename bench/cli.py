@@ -254,9 +254,10 @@ def _print_trace_row(row: dict) -> None:
     score = "-" if row["score"] is None else f"{row['score']:.4f}"
     best = "-" if row["incumbent_score"] is None else f"{row['incumbent_score']:.4f}"
     active = f"  active={row['active']}" if "active" in row else ""
+    resource = f"  checkpoints={row['resource']}" if "resource" in row else ""
     print(
         f"  {row['step']:>4}  {row['status']:<11} val={score}  best={best}  {row['wall_seconds']:7.1f} s  "
-        f"{row['epoch_equivalents']:6.1f} ep{active}  {row['formula']}"
+        f"{row['epoch_equivalents']:6.1f} ep{active}{resource}  {row['formula']}"
     )
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from baselines.options import (
     BlackBoxOptions,
     EvolutionOptions,
+    MultiFidelityOptions,
     PangaeaOptions,
     RegularizedEvolutionOptions,
     SurrogateOptions,
@@ -83,6 +84,10 @@ for _method in (
            RegularizedEvolutionOptions, "baselines.regularized_evolution:regularized_evolution_search"),
     Method("tpe", "Bayesian optimisation over the cell (Optuna TPESampler)", BlackBoxOptions,
            "baselines.blackbox:tpe_search"),
+    Method("asha", "asynchronous successive halving over the cell (Optuna RandomSampler + SuccessiveHalvingPruner)",
+           MultiFidelityOptions, "baselines.multifidelity:asha_search"),
+    Method("bohb", "BOHB-style Hyperband with TPE proposals over the cell (Optuna TPESampler + HyperbandPruner)",
+           MultiFidelityOptions, "baselines.multifidelity:bohb_search"),
     Method("pangaea",
            "PANGAEA-style evolution: change / regenerate / insert / remove mutations, newcomers, "
            "per-layer learned betas",

@@ -38,7 +38,7 @@ class TrainResult:
     task: str
     activation: str
     seed: int
-    status: str  # ok | diverged
+    status: str  # ok | diverged | stopped
     metrics: dict[str, float]
     cost: Cost
     history: list[dict] = field(default_factory=list)
@@ -54,6 +54,11 @@ class TrainResult:
             "metrics": self.metrics,
             "cost": self.cost.to_dict(),
         }
+
+
+class StopTraining(Exception):
+    """Raised by an ``on_epoch`` callback to end a run early (a search pruning a weak candidate): the
+    run is reported with status ``stopped``, the metrics of its last evaluation and the cost so far."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,7 +249,9 @@ def train(
     """Train ``task``'s model with ``activation`` from scratch and evaluate it on validation and test.
 
     Deterministic on CPU for a given seed. A non-finite loss ends the run with status
-    ``diverged`` and NaN metrics instead of raising.
+    ``diverged`` and NaN metrics instead of raising. ``on_epoch`` receives every evaluation record
+    (after each epoch, or each evaluation interval, and at the end), with the cost so far; it may
+    raise :class:`StopTraining` to end the run there, with status ``stopped``.
 
     ``train_indices`` restricts the weights to part of the training split. ``val_indices`` moves
     validation onto that part of the training split and leaves the test split alone, as a
@@ -272,42 +279,48 @@ def train(
         [p for p in model.parameters() if p.requires_grad], optimizer, scheduler, recipe.accumulation, recipe.grad_clip
     )
     model.train()
+    splits = ("val",) if val_indices is not None else ("val", "test")
     try:
         for step in range(1, total_steps + 1):
             losses.append(optimizer_step(model, weight_step, stream, cost))
             bar.update()
             if step in checkpoints:
-                record = _checkpoint(model, task, data, recipe, device, cost, step, steps_per_epoch, losses, validation)
+                record = _checkpoint(
+                    model, task, data, recipe, device, cost, step, steps_per_epoch, losses, validation, started
+                )
                 history.append(record)
                 bar.set_postfix(val=f"{record['val_' + task.metric.name]:.4g}")
                 if on_epoch:
                     on_epoch(record)
                 losses = []
-    except Diverged as error:
-        status, message = "diverged", str(error)
-    finally:
-        bar.close()
-
-    splits = ("val",) if val_indices is not None else ("val", "test")
-    keys = [f"{split}_{name}" for split in splits for name in ("loss", "accuracy")]
-    if status == "ok":
-        final = _checkpoint(model, task, data, recipe, device, cost, total_steps, steps_per_epoch, losses, validation)
+        final = _checkpoint(
+            model, task, data, recipe, device, cost, total_steps, steps_per_epoch, losses, validation, started
+        )
         if "test" in splits:
             test = evaluate(model, task, data, "test", recipe, device, cost)
-            final.update({"test_loss": test["loss"], "test_accuracy": test["accuracy"]})
+            final.update(test_loss=test["loss"], test_accuracy=test["accuracy"], eval_samples=cost.eval_samples)
         history.append(final)
         if on_epoch:
             on_epoch(final)
-        metrics = {key: final[key] for key in keys}
-    else:
+    except Diverged as error:
+        status, message = "diverged", str(error)
+    except StopTraining as reason:
+        status, message = "stopped", str(reason)
+    finally:
+        bar.close()
+
+    keys = [f"{split}_{name}" for split in splits for name in ("loss", "accuracy")]
+    if status == "diverged":
         metrics = {key: float("nan") for key in keys}
+    else:  # a stopped run is scored by its last evaluation, which has no test scores
+        metrics = {key: history[-1].get(key, float("nan")) for key in keys}
     for split in splits:
         metrics[f"{split}_metric"] = metrics[f"{split}_{task.metric.name}"]
     cost.wall_seconds = time.perf_counter() - started
     return TrainResult(task.name, activation_name, seed, status, metrics, cost, history, message)
 
 
-def _checkpoint(model, task, data, recipe, device, cost, step, steps_per_epoch, losses, validation) -> dict:
+def _checkpoint(model, task, data, recipe, device, cost, step, steps_per_epoch, losses, validation, started) -> dict:
     split, indices = validation
     scores = evaluate(model, task, data, split, recipe, device, cost, indices)
     return {
@@ -317,4 +330,6 @@ def _checkpoint(model, task, data, recipe, device, cost, step, steps_per_epoch, 
         "val_loss": scores["loss"],
         "val_accuracy": scores["accuracy"],
         "train_samples": cost.train_samples,
+        "eval_samples": cost.eval_samples,
+        "wall_seconds": time.perf_counter() - started,
     }

@@ -66,14 +66,15 @@ def sample_budget(candidates: float) -> Budget:
 
 
 class FakeScore:
-    """A deterministic score per function; every tenth function diverges. Counts its trainings."""
+    """A deterministic score per function; every tenth function diverges. Counts its trainings.
+    It has no checkpoints to report."""
 
     description = {"fake": True}
 
     def __init__(self):
         self.trained: list[str] = []
 
-    def __call__(self, genotype: Genotype) -> Evaluation:
+    def __call__(self, genotype: Genotype, on_checkpoint=None) -> Evaluation:
         fingerprint = genotype.fingerprint()
         self.trained.append(fingerprint)
         value = int(hashlib.sha256(fingerprint.encode()).hexdigest()[:8], 16) / 2**32
