@@ -25,7 +25,6 @@
  * defined by the loader from ops.py.
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +44,7 @@ VECTOR_VARIANT float erff(float);
 #endif
 
 #define BLOCK 256
+#define GRAIN 32768
 #define MAX_UNARY 64
 #define MAX_CANDIDATES 256
 #define SLOTS 6
@@ -519,32 +519,38 @@ typedef struct {
     double gw[MAX_CANDIDATES], gbeta[MAX_CANDIDATES];
 } Task;
 
-static void *forward_task(void *arg) {
-    Task *t = arg;
-    Workspace *ws = malloc(sizeof(Workspace));
+/* Each thread's scratch, allocated on its first call and kept: the OpenMP threads persist, and a
+ * fresh allocation per call would page-fault its way through the workspace every time. */
+static _Thread_local Workspace *thread_workspace;
+
+static Workspace *workspace(void) {
+    if (!thread_workspace) {
+        thread_workspace = malloc(sizeof(Workspace));
+        if (thread_workspace) workspace_init(thread_workspace);
+    }
+    return thread_workspace;
+}
+
+static void forward_task(Task *t) {
+    Workspace *ws = workspace();
     if (!ws) {
         t->failed = 1;
-        return NULL;
+        return;
     }
-    workspace_init(ws);
     for (int64_t start = t->begin; start < t->end; start += BLOCK) {
         const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
         block_hidden(t->cell, ws, t->x + start, n, 0);
         binary_forward(t->cell, 5, ws->m2, ws->m3, n, t->y + start);
     }
-    free(ws);
-    return NULL;
 }
 
-static void *backward_task(void *arg) {
-    Task *t = arg;
+static void backward_task(Task *t) {
     const Cell *cell = t->cell;
-    Workspace *ws = malloc(sizeof(Workspace));
+    Workspace *ws = workspace();
     if (!ws) {
         t->failed = 1;
-        return NULL;
+        return;
     }
-    workspace_init(ws);
     for (int64_t start = t->begin; start < t->end; start += BLOCK) {
         const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
         float *gx = t->gx + start;
@@ -558,26 +564,25 @@ static void *backward_task(void *arg) {
         memset(gx, 0, sizeof(float) * n);
         group_backward(cell, &ws->xgroup, &ws->xin, xgrad, gx, t->gw, t->gbeta);
     }
-    free(ws);
-    return NULL;
 }
 
-/* Split [0, n) into block-aligned ranges, one per thread, run them; returns the tasks used. */
-static int run_tasks(Task *tasks, int threads, int64_t n, void *(*body)(void *)) {
-    pthread_t ids[MAX_THREADS];
-    const int64_t blocks = (n + BLOCK - 1) / BLOCK;
-    if (threads > blocks) threads = (int)(blocks > 0 ? blocks : 1);
+/*
+ * Split [0, n) into block-aligned ranges, one per thread, and run them; returns the tasks used.
+ * The threads are OpenMP's: loaded into a PyTorch process, this library binds to the libgomp
+ * PyTorch already loaded, so the kernel shares PyTorch's warm thread pool instead of starting
+ * threads per call (which, on a busy machine, queue behind every other process). A thread gets
+ * at least GRAIN elements, as in PyTorch's elementwise operations; smaller tensors run on one.
+ */
+static int run_tasks(Task *tasks, int threads, int64_t n, void (*body)(Task *)) {
+    const int64_t blocks = (n + BLOCK - 1) / BLOCK, grains = (n + GRAIN - 1) / GRAIN;
+    if (threads > grains) threads = (int)(grains > 0 ? grains : 1);
     for (int i = 0; i < threads; i++) {
         tasks[i].begin = blocks * i / threads * BLOCK;
         tasks[i].end = blocks * (i + 1) / threads * BLOCK;
         if (tasks[i].end > n) tasks[i].end = n;
     }
-    int started = 1;
-    for (int i = 1; i < threads; i++, started++)
-        if (pthread_create(&ids[i], NULL, body, &tasks[i]) != 0) break;
-    body(&tasks[0]);
-    for (int i = started; i < threads; i++) body(&tasks[i]); /* ranges whose thread did not start */
-    for (int i = 1; i < started; i++) pthread_join(ids[i], NULL);
+#pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1)
+    for (int i = 0; i < threads; i++) body(&tasks[i]);
     return threads;
 }
 
