@@ -332,38 +332,66 @@ static void group_forward(const Cell *cell, Group *g, Input *in, int derivative)
     }
 }
 
-/* Given grad[j] = d loss / d out[j]: weight and beta gradients, and adds d loss / dx into gin. */
+/* Given grad[j] = d loss / d out[j]: weight and beta gradients, and adds d loss / dx into gin.
+ * Each op's values are read once for the weight gradients of all the group's slots. */
 static void group_backward(const Cell *cell, const Group *g, const Input *in, float *const *grad, float *gin,
                            double *gw, double *gbeta) {
     const int n = in->n, first = cell->offset[g->slots[0]], count = cell->offset[g->slots[0] + 1] - first;
     const float *x = in->x;
-    for (int j = 0; j < g->nslots; j++) {
-        const float *gj = grad[j], *dj = g->deriv[j];
-        SIMD for (int i = 0; i < n; i++) gin[i] += gj[i] * dj[i];
-        float gsum = 0.0f, gx = 0.0f;
-        int sums = 0;
-        for (int k = 0; k < count; k++) {
-            const int idx = cell->offset[g->slots[j]] + k, code = cell->code[first + k];
-            if (!cell->active[idx]) continue;
-            if (!is_beta_op(code)) {
-                gw[idx] += dot(gj, g->value[k], n);
-                continue;
+    const float *g0 = grad[0], *d0 = g->deriv[0];
+    const float *g1 = g->nslots > 1 ? grad[1] : g0, *d1 = g->nslots > 1 ? g->deriv[1] : d0;
+    const float *g2 = g->nslots > 2 ? grad[2] : g0, *d2 = g->nslots > 2 ? g->deriv[2] : d0;
+    if (g->nslots == 3) {
+        SIMD for (int i = 0; i < n; i++) gin[i] += g0[i] * d0[i] + g1[i] * d1[i] + g2[i] * d2[i];
+    } else {
+        for (int j = 0; j < g->nslots; j++) {
+            const float *gj = grad[j], *dj = g->deriv[j];
+            SIMD for (int i = 0; i < n; i++) gin[i] += gj[i] * dj[i];
+        }
+    }
+    float gsum[3] = {0.0f, 0.0f, 0.0f}, gx[3] = {0.0f, 0.0f, 0.0f};
+    int sums = 0;
+    for (int k = 0; k < count; k++) {
+        const int code = cell->code[first + k];
+        int idx[3], any = 0;
+        for (int j = 0; j < g->nslots; j++) {
+            idx[j] = cell->offset[g->slots[j]] + k;
+            any |= cell->active[idx[j]];
+        }
+        if (!any) continue;
+        if (!is_beta_op(code)) {
+            const float *v = g->value[k];
+            float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f;
+#pragma omp simd reduction(+ : s0, s1, s2)
+            for (int i = 0; i < n; i++) {
+                s0 += g0[i] * v[i];
+                s1 += g1[i] * v[i];
+                s2 += g2[i] * v[i];
             }
-            if (!sums) {
-                gsum = total(gj, n);
-                gx = dot(gj, x, n);
-                sums = 1;
+            const float sums_of[3] = {s0, s1, s2};
+            for (int j = 0; j < g->nslots; j++)
+                if (cell->active[idx[j]]) gw[idx[j]] += sums_of[j];
+            continue;
+        }
+        if (!sums) {
+            for (int j = 0; j < g->nslots; j++) {
+                gsum[j] = total(grad[j], n);
+                gx[j] = dot(grad[j], x, n);
             }
-            const float w = cell->w[idx], b = cell->beta[idx];
+            sums = 1;
+        }
+        for (int j = 0; j < g->nslots; j++) {
+            if (!cell->active[idx[j]]) continue;
+            const float w = cell->w[idx[j]], b = cell->beta[idx[j]];
             if (code == U_ADD_BETA) {
-                gw[idx] += (double)gx + (double)b * gsum;
-                gbeta[idx] += (double)w * gsum;
+                gw[idx[j]] += (double)gx[j] + (double)b * gsum[j];
+                gbeta[idx[j]] += (double)w * gsum[j];
             } else if (code == U_MUL_BETA) {
-                gw[idx] += (double)b * gx;
-                gbeta[idx] += (double)w * gx;
+                gw[idx[j]] += (double)b * gx[j];
+                gbeta[idx[j]] += (double)w * gx[j];
             } else {
-                gw[idx] += (double)b * gsum;
-                gbeta[idx] += (double)w * gsum;
+                gw[idx[j]] += (double)b * gsum[j];
+                gbeta[idx[j]] += (double)w * gsum[j];
             }
         }
     }
