@@ -1,6 +1,7 @@
 """What found activations and the campaign harness cost, in one run on one machine.
 
     python -m bench.benchmarks.harness [--steps N] [--tasks T ...] [--random-genotypes K] [--keep DIR]
+                                       [--threads N] [--clock wall|cpu]
 
 Found activations: on each task, the real trainer's optimizer step (``bench.training``, the task's
 retraining recipe, its data) with ReLU and with each of a set of typical genotypes (the published
@@ -35,6 +36,7 @@ from pathlib import Path
 import torch
 
 from baselines.published import PUBLISHED_GENOTYPES
+from bench.benchmarks.supernet import CLOCKS
 from bench.campaign import parse_campaign
 from bench.gather import gather
 from bench.runner import run_campaign, unit_dir
@@ -66,7 +68,7 @@ def typical_genotypes(random_count: int) -> dict[str, Genotype]:
     return {**PUBLISHED_GENOTYPES, **randoms}
 
 
-def step_ratios(task_name: str, genotypes: dict[str, Genotype], steps: int) -> dict[str, float]:
+def step_ratios(task_name: str, genotypes: dict[str, Genotype], steps: int, clock: str) -> dict[str, float]:
     """Median train-step seconds of each genotype over ReLU's, on the task's retraining recipe."""
     task = get_task(task_name)
     data = load_task_data(task)
@@ -81,11 +83,12 @@ def step_ratios(task_name: str, genotypes: dict[str, Genotype], steps: int) -> d
         closures[name] = (model, optimizer, stream, Cost())
         optimizer_step(model, optimizer, stream, task.recipe, Cost())  # warm-up (compiles the kernel once)
     times: dict[str, list[float]] = {name: [] for name in closures}
+    now = CLOCKS[clock]
     for _ in range(steps):
         for name, (model, optimizer, stream, cost) in closures.items():
-            start = time.perf_counter()
+            start = now()
             optimizer_step(model, optimizer, stream, task.recipe, cost)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(now() - start)
     relu = statistics.median(times["relu"])
     print(f"\n{task_name}: train step, batch {task.recipe.batch_size}, ReLU {1000 * relu:.1f} ms (median of {steps})")
     ratios = {}
@@ -128,12 +131,13 @@ def harness_overhead(out: Path) -> float:
         seconds = done["finished"] - done["started"]
         in_units += seconds
         print(f"  {row.unit_id:<44}{row.cost_wall_seconds:>8.1f}{seconds:>11.1f}")
+    gather_seconds, mlflow_seconds = finished_at - gather_started, tracker_seconds + mlflow_seconds
     parts = {
         "units' own seconds (training, search)": own,
         "per-unit set-up and results (data, model, files)": in_units - own,
-        "MLflow store and logging": tracker_seconds + mlflow_seconds,
-        "gathering the tables": finished_at - gather_started,
-        "runner and worker process": wall - in_units - tracker_seconds - mlflow_seconds - (finished_at - gather_started),
+        "MLflow store and logging": mlflow_seconds,
+        "gathering the tables": gather_seconds,
+        "runner and worker process": wall - in_units - mlflow_seconds - gather_seconds,
     }
     for name, seconds in parts.items():
         print(f"  {name:<52}{seconds:>8.1f} s {seconds / own:>7.1%}")
@@ -147,12 +151,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="tasks of the train-step comparison")
     parser.add_argument("--random-genotypes", type=int, default=4, help="random cells besides the published finds")
     parser.add_argument("--keep", type=Path, help="run the campaign in this (new) folder and keep it")
+    parser.add_argument("--threads", type=int, help="CPU threads of the train-step comparison (default: one per core)")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall", help="train steps in wall or CPU seconds")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load = os.getloadavg()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, load {load[0]:.2f} {load[1]:.2f}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.clock} clock, "
+        f"load {load[0]:.2f} {load[1]:.2f}"
+    )
     genotypes = typical_genotypes(args.random_genotypes)
-    medians = {task: statistics.median(step_ratios(task, genotypes, args.steps).values()) for task in args.tasks}
+    medians = {
+        task: statistics.median(step_ratios(task, genotypes, args.steps, args.clock).values()) for task in args.tasks
+    }
+    torch.set_num_threads(threads)
     for task, ratio in medians.items():
         print(f"{task}: median genotype / ReLU train step {ratio:.2f}x")
     if args.keep:
