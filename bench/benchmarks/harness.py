@@ -13,7 +13,8 @@ tasks' figures.
 
 Harness: a small real campaign (GRAFS, random search at 1x GRAFS's seconds, ReLU, every find
 retrained; the cpu study's shortened lengths) runs through the real runner with one worker, MLflow
-logging into a SQLite store and the final gather, in a temporary folder. ``harness_overhead`` is
+logging into a SQLite store (in its own thread, as ``grafs-bench run`` logs) and the final
+gather, in a temporary folder. ``harness_overhead`` is
 (campaign wall time - the units' own seconds) / the units' own seconds, where a unit's own seconds
 are the training or search time it reports (``cost.wall_seconds``); the rest is the harness: the
 worker process, per-unit set-up (data loading, model building, writing results), MLflow and
@@ -41,7 +42,7 @@ from bench.campaign import parse_campaign
 from bench.gather import gather
 from bench.runner import run_campaign, unit_dir
 from bench.tasks import get_task
-from bench.tracking import Tracker
+from bench.tracking import TrackingThread
 from bench.training import BatchStream, Cost, build_model, load_task_data, make_optimizer, optimizer_step
 from grafs.genotype import Genotype
 
@@ -102,22 +103,21 @@ def step_ratios(task_name: str, genotypes: dict[str, Genotype], steps: int, cloc
 def harness_overhead(out: Path) -> float:
     """Run the benchmark campaign in ``out`` as ``grafs-bench run`` does (without the report)."""
     campaign = parse_campaign(HARNESS_CAMPAIGN, source="harness benchmark")
-    mlflow_seconds = 0.0
     started = time.perf_counter()
-    tracker = Tracker(out, campaign.name)
-    tracker_seconds = time.perf_counter() - started
+    cpu_started = time.process_time()
+    tracker = TrackingThread(out, campaign.name)
 
     def finished(unit, outcome) -> None:
-        nonlocal mlflow_seconds
-        begin = time.perf_counter()
         if outcome.state == "done":
             tracker.log_unit(unit.id, unit.kind, unit.spec, campaign.device)
-        mlflow_seconds += time.perf_counter() - begin
 
     summary = run_campaign(campaign, out, workers=1, on_finished=finished, progress=False)
+    closing = time.perf_counter()
+    tracker.close()
     gather_started = time.perf_counter()
     tables = gather(out)
     finished_at = time.perf_counter()
+    coordinator_cpu = time.process_time() - cpu_started
     if summary.done != summary.total:
         raise RuntimeError(f"the benchmark campaign did not finish: {summary}")
     wall = finished_at - started
@@ -125,23 +125,27 @@ def harness_overhead(out: Path) -> float:
     own = float(units["cost_wall_seconds"].sum())
     in_units = 0.0
     print(f"\nharness: {summary.total} units of campaign {campaign.name!r}, one worker")
-    print(f"  {'unit':<44}{'own s':>8}{'in unit s':>11}")
+    print(f"  {'unit':<48}{'own s':>8}{'in unit s':>11}")
     for row in units.itertuples():
         done = json.loads((unit_dir(out, row.unit_id) / "done.json").read_text())
         seconds = done["finished"] - done["started"]
         in_units += seconds
-        print(f"  {row.unit_id:<44}{row.cost_wall_seconds:>8.1f}{seconds:>11.1f}")
-    gather_seconds, mlflow_seconds = finished_at - gather_started, tracker_seconds + mlflow_seconds
+        print(f"  {row.unit_id:<48}{row.cost_wall_seconds:>8.1f}{seconds:>11.1f}")
+    waiting, gather_seconds = gather_started - closing, finished_at - gather_started
     parts = {
         "units' own seconds (training, search)": own,
         "per-unit set-up and results (data, model, files)": in_units - own,
-        "MLflow store and logging": mlflow_seconds,
+        "waiting for MLflow after the last unit": waiting,
         "gathering the tables": gather_seconds,
-        "runner and worker process": wall - in_units - mlflow_seconds - gather_seconds,
+        "runner and worker process (start, imports)": wall - in_units - waiting - gather_seconds,
     }
     for name, seconds in parts.items():
-        print(f"  {name:<52}{seconds:>8.1f} s {seconds / own:>7.1%}")
+        print(f"  {name:<56}{seconds:>8.1f} s {seconds / own:>7.1%}")
     print(f"  campaign wall time {wall:.1f} s")
+    print(
+        f"  MLflow's thread worked {tracker.busy_seconds:.1f} s while units ran; the coordinating process "
+        f"used {coordinator_cpu:.1f} CPU s in all ({coordinator_cpu / own:.1%} of the units' seconds)"
+    )
     return (wall - own) / own
 
 
