@@ -71,7 +71,8 @@ typedef struct {
     const float *beta;
     const int32_t *offset;
     int bounded;
-    int edges; /* 1: a clamp passes the gradient at its bounds, 0: only strictly inside */
+    int edges;     /* 1: a clamp passes the gradient at its bounds, 0: only strictly inside */
+    int gradients; /* 1: the backward pass computes weight and beta gradients, 0: only the input's */
 } Cell;
 
 static inline float clampf(float v, float lo, float hi) {
@@ -349,6 +350,7 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
             SIMD for (int i = 0; i < n; i++) gin[i] += gj[i] * dj[i];
         }
     }
+    if (!cell->gradients) return;
     float gsum[3] = {0.0f, 0.0f, 0.0f}, gx[3] = {0.0f, 0.0f, 0.0f};
     int sums = 0;
     for (int k = 0; k < count; k++) {
@@ -546,7 +548,7 @@ typedef struct {
     Input xin, b0in;
     float m0[BLOCK], m1[BLOCK], m3[BLOCK], b0[BLOCK], m2[BLOCK];
     float d0[BLOCK], d1[BLOCK], d3[BLOCK], d2[BLOCK];
-    float g0[BLOCK], g1[BLOCK], g2[BLOCK], g3[BLOCK], gb0[BLOCK];
+    float g0[BLOCK], g1[BLOCK], g2[BLOCK], g3[BLOCK], gb0[BLOCK], ones[BLOCK];
     float xvalue[MAX_UNARY][BLOCK], b0value[MAX_UNARY][BLOCK], xdvalue[MAX_UNARY][BLOCK], b0dvalue[MAX_UNARY][BLOCK];
     Group xgroup, u2group;
 } Workspace;
@@ -556,6 +558,7 @@ static void workspace_init(Workspace *ws) {
     Group u2 = {{3, 3, 3}, 1, {ws->m2, NULL, NULL}, {ws->d2, NULL, NULL}, ws->b0value, ws->b0dvalue};
     ws->xgroup = x;
     ws->u2group = u2;
+    for (int i = 0; i < BLOCK; i++) ws->ones[i] = 1.0f;
 }
 
 /* Slot outputs u0, u1, u3, b0, u2 of one block (and, with derivative, what the backward needs). */
@@ -612,7 +615,9 @@ static void backward_task(Task *t) {
         const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
         float *gx = t->gx + start;
         block_hidden(cell, ws, t->x + start, n, 1);
-        binary_backward(cell, 5, ws->m2, ws->m3, n, t->gy + start, ws->g2, ws->g3, t->gw, t->gbeta);
+        if (t->y) binary_forward(cell, 5, ws->m2, ws->m3, n, t->y + start);
+        binary_backward(cell, 5, ws->m2, ws->m3, n, t->gy ? t->gy + start : ws->ones, ws->g2, ws->g3, t->gw,
+                        t->gbeta);
         float *u2grad[1] = {ws->g2};
         memset(ws->gb0, 0, sizeof(float) * n);
         group_backward(cell, &ws->u2group, &ws->b0in, u2grad, ws->gb0, t->gw, t->gbeta);
@@ -672,7 +677,7 @@ int grafs_cell_forward(const float *x, float *y, int64_t n, const int32_t *code,
                        const float *w, const float *beta, const int32_t *offset, int bounded, int edges,
                        int threads) {
     if (!valid(offset, threads)) return -1;
-    Cell cell = {code, active, w, beta, offset, bounded, edges};
+    Cell cell = {code, active, w, beta, offset, bounded, edges, 0};
     Task *tasks = malloc(sizeof(Task) * MAX_THREADS);
     if (!tasks) return -2;
     threads = clamp_threads(threads);
@@ -684,29 +689,46 @@ int grafs_cell_forward(const float *x, float *y, int64_t n, const int32_t *code,
     return status ? -2 : 0;
 }
 
-/* gw and gbeta (offset[6] entries each) receive the summed gradients; gx is overwritten. */
-int grafs_cell_backward(const float *x, const float *gy, float *gx, int64_t n, const int32_t *code,
-                        const int32_t *active, const float *w, const float *beta, const int32_t *offset, int bounded,
-                        int edges, int threads, double *gw, double *gbeta) {
-    if (!valid(offset, threads)) return -1;
-    Cell cell = {code, active, w, beta, offset, bounded, edges};
+/* The backward pass of every block, on the threads; gw and gbeta (offset[6] entries each) receive
+ * the summed gradients. Without gy, the output's gradient is 1 everywhere, so gx is dy/dx. */
+static int backward(const Cell *cell, const float *x, const float *gy, float *y, float *gx, int64_t n, int threads,
+                    double *gw, double *gbeta) {
     Task *tasks = malloc(sizeof(Task) * MAX_THREADS);
     if (!tasks) return -2;
     threads = clamp_threads(threads);
-    init_tasks(tasks, threads, &cell, x, gy, NULL, gx);
+    init_tasks(tasks, threads, cell, x, gy, y, gx);
     const int used = run_tasks(tasks, threads, n, backward_task);
     int status = 0;
-    for (int k = 0; k < offset[SLOTS]; k++) {
+    for (int k = 0; k < cell->offset[SLOTS]; k++) {
         gw[k] = 0.0;
         gbeta[k] = 0.0;
     }
     for (int i = 0; i < used; i++) {
         status |= tasks[i].failed;
-        for (int k = 0; k < offset[SLOTS]; k++) {
+        for (int k = 0; k < cell->offset[SLOTS]; k++) {
             gw[k] += tasks[i].gw[k];
             gbeta[k] += tasks[i].gbeta[k];
         }
     }
     free(tasks);
     return status ? -2 : 0;
+}
+
+/* gw and gbeta (offset[6] entries each) receive the summed gradients; gx is overwritten. */
+int grafs_cell_backward(const float *x, const float *gy, float *gx, int64_t n, const int32_t *code,
+                        const int32_t *active, const float *w, const float *beta, const int32_t *offset, int bounded,
+                        int edges, int threads, double *gw, double *gbeta) {
+    if (!valid(offset, threads)) return -1;
+    Cell cell = {code, active, w, beta, offset, bounded, edges, 1};
+    return backward(&cell, x, gy, NULL, gx, n, threads, gw, gbeta);
+}
+
+/* y = f(x) and dydx = f'(x) in one pass, for callers whose weights and betas need no gradient. */
+int grafs_cell_forward_derivative(const float *x, float *y, float *dydx, int64_t n, const int32_t *code,
+                                  const int32_t *active, const float *w, const float *beta, const int32_t *offset,
+                                  int bounded, int edges, int threads) {
+    if (!valid(offset, threads)) return -1;
+    Cell cell = {code, active, w, beta, offset, bounded, edges, 0};
+    double unused[2][MAX_CANDIDATES];
+    return backward(&cell, x, NULL, y, dydx, n, threads, unused[0], unused[1]);
 }

@@ -173,6 +173,32 @@ class _FusedCell(torch.autograd.Function):
         return grad_x, grad_weights, grad_betas, None
 
 
+def mixture_with_derivative(x: Tensor, weights: Tensor, betas: Tensor, plan: CellPlan) -> Tensor:
+    """The mixture for fixed weights and betas (no gradient for them), in the compiled kernel.
+
+    One pass computes the output and its derivative, which is all the backward pass needs: it
+    saves that one tensor (as ReLU saves one) and multiplies, instead of recomputing the cell.
+    Callers check :func:`native_kernel_applies` first.
+    """
+    kernel = _native_kernel(x, plan, warn=False)
+    if kernel is None:
+        raise RuntimeError("mixture_with_derivative needs the compiled kernel; check native_kernel_applies first")
+    return _FusedWithDerivative.apply(x, weights, betas, plan, kernel)
+
+
+class _FusedWithDerivative(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weights: Tensor, betas: Tensor, plan: CellPlan, kernel: _NativeKernel) -> Tensor:
+        y, derivative = kernel.forward_derivative(x, weights, betas, plan)
+        ctx.save_for_backward(derivative)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (derivative,) = ctx.saved_tensors
+        return grad * derivative, None, None, None, None
+
+
 def _chunks(x: Tensor):
     flat = x.reshape(-1)
     size = CPU_CHUNK if x.device.type == "cpu" else GPU_CHUNK
@@ -236,6 +262,16 @@ class _NativeKernel:
         _keep, arguments = self._arguments(weights, betas, plan)
         _check(self.library.grafs_cell_forward(_pointer(x), _pointer(y), ctypes.c_int64(x.numel()), *arguments))
         return y
+
+    def forward_derivative(self, x: Tensor, weights: Tensor, betas: Tensor, plan: CellPlan) -> tuple[Tensor, Tensor]:
+        x = x.contiguous()
+        y, derivative = torch.empty_like(x), torch.empty_like(x)
+        _keep, arguments = self._arguments(weights, betas, plan)
+        status = self.library.grafs_cell_forward_derivative(
+            _pointer(x), _pointer(y), _pointer(derivative), ctypes.c_int64(x.numel()), *arguments
+        )
+        _check(status)
+        return y, derivative
 
     def backward(self, x: Tensor, weights: Tensor, betas: Tensor, plan: CellPlan, grad: Tensor):
         x, grad = x.contiguous(), grad.to(torch.float32).contiguous()

@@ -16,7 +16,13 @@ from torch import Tensor, nn
 
 from grafs.errors import UserError
 from grafs.files import write_text_atomic
-from grafs.fused import mixture_fused, native_kernel_applies, single_op_plan, single_op_weights
+from grafs.fused import (
+    mixture_fused,
+    mixture_with_derivative,
+    native_kernel_applies,
+    single_op_plan,
+    single_op_weights,
+)
 from grafs.ops import SLOTS, Expr, Operation, check_slot_op, initial_beta, slot_candidates
 
 FORMAT = "grafs-genotype/1"
@@ -202,9 +208,11 @@ class GenotypeActivation(nn.Module):
     ``learnable_betas=True`` makes them parameters trained with the network weights.
 
     On CPU float32 inputs the cell runs as one fused autograd node in the compiled kernel of
-    :mod:`grafs.fused` (a mixture with one-hot weights), which keeps only its input for the
-    backward pass and recomputes the rest there; elsewhere, or without a C compiler, the six
-    operations run as PyTorch operations. Both give the same outputs and gradients.
+    :mod:`grafs.fused` (a mixture with one-hot weights): with fixed betas one pass computes the
+    output and its derivative, the only tensor kept for the backward pass; with learnable betas
+    the node keeps its input and recomputes the rest in the backward pass. Elsewhere, or without
+    a C compiler, the six operations run as PyTorch operations. All give the same outputs and
+    gradients.
     """
 
     def __init__(self, genotype: Genotype, learnable_betas: bool = False):
@@ -253,7 +261,10 @@ class GenotypeActivation(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if native_kernel_applies(x, self._plan):
-            return mixture_fused(x, self._weights, self._flat_betas(), self._plan)
+            betas = self._flat_betas()
+            if x.requires_grad and not betas.requires_grad and torch.is_grad_enabled():
+                return mixture_with_derivative(x, self._weights, betas, self._plan)
+            return mixture_fused(x, self._weights, betas, self._plan)
 
         def inner() -> Tensor:
             return self._binary(2, lambda: self._apply_op(0, x), lambda: self._apply_op(1, x))
