@@ -324,9 +324,9 @@ def _command_run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tracker = None
     if not args.no_tracking:
-        from bench.tracking import Tracker
+        from bench.tracking import TrackingThread
 
-        tracker = Tracker(out, campaign.name)
+        tracker = TrackingThread(out, campaign.name)
 
     def finished(unit, outcome) -> None:
         if tracker and outcome.state == "done":
@@ -336,7 +336,8 @@ def _command_run(args) -> int:
     workers = args.workers or default_workers(campaign.device)
     summary = run_campaign(campaign, out, workers=workers, executor=args.executor, on_finished=finished)
     if tracker:
-        _log_unlogged(tracker, CampaignFolder(out), campaign.device)
+        tracker.call(lambda store: _log_unlogged(store, CampaignFolder(out), campaign.device))
+        tracker.close()
     with folder_lock(CampaignFolder(out).report_lock):  # runners sharing the folder take turns
         tables = gather(out)
         report = build_report(out)

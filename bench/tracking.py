@@ -4,6 +4,8 @@ The unit folders are the source of truth; MLflow is a view of them for browsing.
 coordinating process logs, one unit at a time under a folder-wide lock, so workers never contend
 for the SQLite database, and a unit is logged at most once: a finished run tagged with the unit's
 id is never logged again, and an unfinished one (from a killed runner) is replaced.
+:class:`TrackingThread` does all of it in a thread of the coordinator, so the runner hands the
+workers their next units without waiting for MLflow.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import queue
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -220,3 +226,44 @@ class Tracker:
         self._artifacts(run_id, folder, ("metrics.json", "history.json", "genotype.json"))
         self.client.set_terminated(run_id)
         return run_id
+
+
+class TrackingThread:
+    """A :class:`Tracker` living in a thread of its own: creating the store and logging a unit
+    (seconds each, most of it SQLite and MLflow's Python) overlap the units that run meanwhile
+    instead of holding the runner up. Its jobs run one at a time, in order; :meth:`close` waits
+    for them and raises the first error, if any. Killed with the process, it leaves unlogged units
+    that the next run logs (a unit folder, not MLflow, is the record).
+    """
+
+    def __init__(self, out: Path, campaign_name: str):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self.busy_seconds = 0.0
+        self._thread = threading.Thread(target=self._work, args=(out, campaign_name), name="mlflow", daemon=True)
+        self._thread.start()
+
+    def log_unit(self, unit: Unit, device: str = "") -> None:
+        self.call(lambda tracker: tracker.log_unit(unit, device))
+
+    def call(self, job: Callable[[Tracker], object]) -> None:
+        """Run ``job(tracker)`` in the tracking thread after the jobs before it."""
+        self._jobs.put(job)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _work(self, out: Path, campaign_name: str) -> None:
+        started = time.perf_counter()
+        try:
+            tracker = Tracker(out, campaign_name)
+            self.busy_seconds += time.perf_counter() - started
+            while (job := self._jobs.get()) is not None:
+                started = time.perf_counter()
+                job(tracker)
+                self.busy_seconds += time.perf_counter() - started
+        except BaseException as error:  # raised again by close(), in the coordinating thread
+            self._error = error

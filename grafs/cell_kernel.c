@@ -25,7 +25,6 @@
  * defined by the loader from ops.py.
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +44,8 @@ VECTOR_VARIANT float erff(float);
 #endif
 
 #define BLOCK 256
+#define CHUNK 16 /* elements summed in registers at a time; divides BLOCK */
+#define GRAIN 32768
 #define MAX_UNARY 64
 #define MAX_CANDIDATES 256
 #define SLOTS 6
@@ -70,7 +71,8 @@ typedef struct {
     const float *beta;
     const int32_t *offset;
     int bounded;
-    int edges; /* 1: a clamp passes the gradient at its bounds, 0: only strictly inside */
+    int edges;     /* 1: a clamp passes the gradient at its bounds, 0: only strictly inside */
+    int gradients; /* 1: the backward pass computes weight and beta gradients, 0: only the input's */
 } Cell;
 
 static inline float clampf(float v, float lo, float hi) {
@@ -157,27 +159,35 @@ static int needs_exp(int code, int derivative) {
 }
 static int needs_sigmoid(int code) { return code == U_SIGMOID || code == U_SILU; }
 
-/* One block of the input of a group of unary slots, with exp and sigmoid computed on demand. */
+/* One block of the input of a group of unary slots, with exp and sigmoid computed on demand. The
+ * ops are evaluated on `padded` elements, n rounded up to whole chunks: a ragged block's input is
+ * copied into `pad` and zero-filled, so the chunked loops never read past the caller's tensor. */
 typedef struct {
     const float *x;
-    int n, have_exp, have_sigmoid;
-    float exp[BLOCK], sigmoid[BLOCK];
+    int n, padded, have_exp, have_sigmoid;
+    float exp[BLOCK], sigmoid[BLOCK], pad[BLOCK];
 } Input;
 
 static void input_init(Input *in, const float *x, int n) {
-    in->x = x;
     in->n = n;
+    in->padded = (n + CHUNK - 1) / CHUNK * CHUNK;
+    in->x = x;
+    if (in->padded != n) {
+        memcpy(in->pad, x, sizeof(float) * n);
+        memset(in->pad + n, 0, sizeof(float) * (in->padded - n));
+        in->x = in->pad;
+    }
     in->have_exp = in->have_sigmoid = 0;
 }
 
 static void input_prepare(Input *in, int code, int derivative) {
     if (needs_exp(code, derivative) && !in->have_exp) {
-        SIMD for (int i = 0; i < in->n; i++) in->exp[i] = expf(in->x[i]);
+        SIMD for (int i = 0; i < in->padded; i++) in->exp[i] = expf(in->x[i]);
         in->have_exp = 1;
     }
     if (needs_sigmoid(code) && !in->have_sigmoid) {
         /* 1 / (1 + exp(-x)): exp(x) = 0 gives 0 and exp(x) = inf gives 1, as in PyTorch. */
-        SIMD for (int i = 0; i < in->n; i++) in->sigmoid[i] = 1.0f / (1.0f + 1.0f / in->exp[i]);
+        SIMD for (int i = 0; i < in->padded; i++) in->sigmoid[i] = 1.0f / (1.0f + 1.0f / in->exp[i]);
         in->have_sigmoid = 1;
     }
 }
@@ -198,143 +208,192 @@ static float total(const float *a, int n) {
 
 /*
  * A group of up to three unary slots reading the same input (u0, u1, u3 read x; u2 reads b0).
- * Its outputs are out[j] = sum_k w[j,k] op_k(x). With derivatives requested it also keeps
- * value[k] = op_k(x) for the weight gradients and deriv[j] = d out[j] / dx. A slot of the group
- * where op k is inactive gets weight 0 and writes into `spare`, so NaN or inf values of an op stay
- * out of the slots that do not use it, as in the reference.
+ * Its outputs are out[j] = sum_k w[j,k] op_k(x), and with derivatives deriv[j] = d out[j] / dx.
+ * Each active op is evaluated once into value[k] (and its derivative into dvalue[k]); the slots'
+ * sums then run chunk by chunk in registers, one load per op and element, instead of updating
+ * every slot's output in memory for every op. An op adds only into the slots where it is active,
+ * so its NaN or inf values stay out of the others, as in the reference. The beta ops are linear
+ * in x and fold into out[j] = slope[j] * x + shift[j] + ...
  */
 typedef struct {
     int slots[3], nslots;
     float *out[3], *deriv[3];
-    float (*value)[BLOCK]; /* [candidate][BLOCK], filled for active beta-free ops */
-    float *spare;
+    float (*value)[BLOCK], (*dvalue)[BLOCK]; /* [candidate][BLOCK], filled for active beta-free ops */
 } Group;
+
+typedef float Chunk __attribute__((vector_size(CHUNK * sizeof(float))));
+
+static inline Chunk chunk_load(const float *p) {
+    Chunk v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void chunk_store(float *p, Chunk v) { memcpy(p, &v, sizeof v); }
 
 #define UNARY_CASE(CODE, FN)                                                                           \
     case CODE:                                                                                         \
         if (!derivative) {                                                                             \
             SIMD for (int i = 0; i < n; i++) {                                                         \
                 float d;                                                                               \
-                const float f = FN(x[i], e[i], s[i], bounded, edges, &d);                              \
-                o0[i] += w0 * f;                                                                       \
-                o1[i] += w1 * f;                                                                       \
-                o2[i] += w2 * f;                                                                       \
+                value[i] = FN(x[i], e[i], s[i], bounded, edges, &d);                                   \
             }                                                                                          \
         } else {                                                                                       \
-            float *value = g->value[k];                                                                \
-            SIMD for (int i = 0; i < n; i++) {                                                         \
-                float d;                                                                               \
-                const float f = FN(x[i], e[i], s[i], bounded, edges, &d);                              \
-                value[i] = f;                                                                          \
-                o0[i] += w0 * f;                                                                       \
-                o1[i] += w1 * f;                                                                       \
-                o2[i] += w2 * f;                                                                       \
-                d0[i] += w0 * d;                                                                       \
-                d1[i] += w1 * d;                                                                       \
-                d2[i] += w2 * d;                                                                       \
-            }                                                                                          \
+            SIMD for (int i = 0; i < n; i++) value[i] = FN(x[i], e[i], s[i], bounded, edges, &dvalue[i]); \
         }                                                                                              \
         break;
 
-static void group_forward(const Cell *cell, Group *g, Input *in, int derivative) {
-    const int n = in->n, bounded = cell->bounded, edges = cell->edges;
-    const int first = cell->offset[g->slots[0]], count = cell->offset[g->slots[0] + 1] - first;
+/* value[i] (and dvalue[i]) = op(x[i]) and its derivative, for the padded block. */
+static void evaluate_op(const Cell *cell, int code, const Input *in, float *value, float *dvalue, int derivative) {
+    const int n = in->padded, bounded = cell->bounded, edges = cell->edges;
     const float *x = in->x, *e = in->exp, *s = in->sigmoid;
-    for (int j = 0; j < g->nslots; j++) {
-        memset(g->out[j], 0, sizeof(float) * n);
-        if (derivative) memset(g->deriv[j], 0, sizeof(float) * n);
+    switch (code) {
+        UNARY_CASE(U_IDENTITY, p_identity)
+        UNARY_CASE(U_NEG, p_neg)
+        UNARY_CASE(U_ABS, p_abs)
+        UNARY_CASE(U_SQUARE, p_square)
+        UNARY_CASE(U_CUBE, p_cube)
+        UNARY_CASE(U_SQRT, p_sqrt)
+        UNARY_CASE(U_EXP, p_exp)
+        UNARY_CASE(U_SINH, p_sinh)
+        UNARY_CASE(U_TANH, p_tanh)
+        UNARY_CASE(U_ASINH, p_asinh)
+        UNARY_CASE(U_ATAN, p_atan)
+        UNARY_CASE(U_RELU, p_relu)
+        UNARY_CASE(U_MIN0, p_min0)
+        UNARY_CASE(U_SIGMOID, p_sigmoid)
+        UNARY_CASE(U_SOFTPLUS, p_softplus)
+        UNARY_CASE(U_ERF, p_erf)
+        UNARY_CASE(U_SILU, p_silu)
+        UNARY_CASE(U_GELU, p_gelu)
+        UNARY_CASE(U_ELU, p_elu)
+        UNARY_CASE(U_LEAKY_RELU, p_leaky_relu)
     }
+}
+
+static void group_forward(const Cell *cell, Group *g, Input *in, int derivative) {
+    const int first = cell->offset[g->slots[0]], count = cell->offset[g->slots[0] + 1] - first;
+    float slope[3] = {0.0f, 0.0f, 0.0f}, shift[3] = {0.0f, 0.0f, 0.0f};
+    int linear[3] = {0, 0, 0}, ops[MAX_UNARY], used = 0;
+    float weight[MAX_UNARY][3];
+    unsigned char on[MAX_UNARY][3];
     for (int k = 0; k < count; k++) {
-        float w[3] = {0.0f, 0.0f, 0.0f};
-        float *out[3] = {g->spare, g->spare, g->spare}, *deriv[3] = {g->spare, g->spare, g->spare};
-        int any = 0;
-        for (int j = 0; j < g->nslots; j++) {
-            const int idx = cell->offset[g->slots[j]] + k;
-            if (!cell->active[idx]) continue;
-            any = 1;
-            w[j] = cell->w[idx];
-            out[j] = g->out[j];
-            deriv[j] = derivative ? g->deriv[j] : g->spare;
-        }
-        if (!any) continue;
         const int code = cell->code[first + k];
-        if (is_beta_op(code)) {
-            for (int j = 0; j < g->nslots; j++) {
-                if (out[j] == g->spare) continue;
-                const float b = cell->beta[cell->offset[g->slots[j]] + k], wj = w[j];
-                float *o = out[j], *dj = deriv[j];
-                if (code == U_ADD_BETA) {
-                    SIMD for (int i = 0; i < n; i++) o[i] += wj * (x[i] + b);
-                    if (derivative) SIMD for (int i = 0; i < n; i++) dj[i] += wj;
-                } else if (code == U_MUL_BETA) {
-                    SIMD for (int i = 0; i < n; i++) o[i] += wj * (b * x[i]);
-                    if (derivative) SIMD for (int i = 0; i < n; i++) dj[i] += wj * b;
-                } else {
-                    SIMD for (int i = 0; i < n; i++) o[i] += wj * b;
-                }
+        int any = 0;
+        for (int j = 0; j < 3; j++) {
+            const int idx = cell->offset[g->slots[j]] + k;
+            on[used][j] = j < g->nslots && cell->active[idx];
+            weight[used][j] = on[used][j] ? cell->w[idx] : 0.0f;
+            any |= on[used][j];
+            if (!on[used][j] || !is_beta_op(code)) continue;
+            const float w = cell->w[idx], b = cell->beta[idx];
+            if (code == U_ADD_BETA) {
+                slope[j] += w;
+                shift[j] += w * b;
+                linear[j] = 1;
+            } else if (code == U_MUL_BETA) {
+                slope[j] += w * b;
+                linear[j] = 1;
+            } else {
+                shift[j] += w * b;
             }
-            continue;
         }
+        if (!any || is_beta_op(code)) continue;
         input_prepare(in, code, derivative);
-        const float w0 = w[0], w1 = w[1], w2 = w[2];
-        float *o0 = out[0], *o1 = out[1], *o2 = out[2], *d0 = deriv[0], *d1 = deriv[1], *d2 = deriv[2];
-        switch (code) {
-            UNARY_CASE(U_IDENTITY, p_identity)
-            UNARY_CASE(U_NEG, p_neg)
-            UNARY_CASE(U_ABS, p_abs)
-            UNARY_CASE(U_SQUARE, p_square)
-            UNARY_CASE(U_CUBE, p_cube)
-            UNARY_CASE(U_SQRT, p_sqrt)
-            UNARY_CASE(U_EXP, p_exp)
-            UNARY_CASE(U_SINH, p_sinh)
-            UNARY_CASE(U_TANH, p_tanh)
-            UNARY_CASE(U_ASINH, p_asinh)
-            UNARY_CASE(U_ATAN, p_atan)
-            UNARY_CASE(U_RELU, p_relu)
-            UNARY_CASE(U_MIN0, p_min0)
-            UNARY_CASE(U_SIGMOID, p_sigmoid)
-            UNARY_CASE(U_SOFTPLUS, p_softplus)
-            UNARY_CASE(U_ERF, p_erf)
-            UNARY_CASE(U_SILU, p_silu)
-            UNARY_CASE(U_GELU, p_gelu)
-            UNARY_CASE(U_ELU, p_elu)
-            UNARY_CASE(U_LEAKY_RELU, p_leaky_relu)
+        evaluate_op(cell, code, in, g->value[k], g->dvalue[k], derivative);
+        ops[used++] = k;
+    }
+    const Chunk zero = {0};
+    for (int start = 0; start < in->padded; start += CHUNK) {
+        /* Without add_beta or mul_beta, x stays out: 0 * x would turn an infinite x into NaN. */
+        const Chunk x = chunk_load(in->x + start);
+        Chunk o0 = linear[0] ? slope[0] * x + shift[0] : zero + shift[0];
+        Chunk o1 = linear[1] ? slope[1] * x + shift[1] : zero + shift[1];
+        Chunk o2 = linear[2] ? slope[2] * x + shift[2] : zero + shift[2];
+        Chunk d0 = zero + slope[0], d1 = zero + slope[1], d2 = zero + slope[2];
+        for (int q = 0; q < used; q++) {
+            const float *w = weight[q];
+            const unsigned char *active = on[q];
+            const Chunk v = chunk_load(g->value[ops[q]] + start);
+            if (active[0]) o0 += w[0] * v;
+            if (active[1]) o1 += w[1] * v;
+            if (active[2]) o2 += w[2] * v;
+            if (derivative) {
+                const Chunk dv = chunk_load(g->dvalue[ops[q]] + start);
+                if (active[0]) d0 += w[0] * dv;
+                if (active[1]) d1 += w[1] * dv;
+                if (active[2]) d2 += w[2] * dv;
+            }
+        }
+        const Chunk outs[3] = {o0, o1, o2}, derivs[3] = {d0, d1, d2};
+        for (int j = 0; j < g->nslots; j++) {
+            chunk_store(g->out[j] + start, outs[j]);
+            if (derivative) chunk_store(g->deriv[j] + start, derivs[j]);
         }
     }
 }
 
-/* Given grad[j] = d loss / d out[j]: weight and beta gradients, and adds d loss / dx into gin. */
+/* Given grad[j] = d loss / d out[j]: weight and beta gradients, and adds d loss / dx into gin.
+ * Each op's values are read once for the weight gradients of all the group's slots. */
 static void group_backward(const Cell *cell, const Group *g, const Input *in, float *const *grad, float *gin,
                            double *gw, double *gbeta) {
     const int n = in->n, first = cell->offset[g->slots[0]], count = cell->offset[g->slots[0] + 1] - first;
     const float *x = in->x;
-    for (int j = 0; j < g->nslots; j++) {
-        const float *gj = grad[j], *dj = g->deriv[j];
-        SIMD for (int i = 0; i < n; i++) gin[i] += gj[i] * dj[i];
-        float gsum = 0.0f, gx = 0.0f;
-        int sums = 0;
-        for (int k = 0; k < count; k++) {
-            const int idx = cell->offset[g->slots[j]] + k, code = cell->code[first + k];
-            if (!cell->active[idx]) continue;
-            if (!is_beta_op(code)) {
-                gw[idx] += dot(gj, g->value[k], n);
-                continue;
+    const float *g0 = grad[0], *d0 = g->deriv[0];
+    const float *g1 = g->nslots > 1 ? grad[1] : g0, *d1 = g->nslots > 1 ? g->deriv[1] : d0;
+    const float *g2 = g->nslots > 2 ? grad[2] : g0, *d2 = g->nslots > 2 ? g->deriv[2] : d0;
+    if (g->nslots == 3) {
+        SIMD for (int i = 0; i < n; i++) gin[i] += g0[i] * d0[i] + g1[i] * d1[i] + g2[i] * d2[i];
+    } else {
+        for (int j = 0; j < g->nslots; j++) {
+            const float *gj = grad[j], *dj = g->deriv[j];
+            SIMD for (int i = 0; i < n; i++) gin[i] += gj[i] * dj[i];
+        }
+    }
+    if (!cell->gradients) return;
+    float gsum[3] = {0.0f, 0.0f, 0.0f}, gx[3] = {0.0f, 0.0f, 0.0f};
+    int sums = 0;
+    for (int k = 0; k < count; k++) {
+        const int code = cell->code[first + k];
+        int idx[3], any = 0;
+        for (int j = 0; j < g->nslots; j++) {
+            idx[j] = cell->offset[g->slots[j]] + k;
+            any |= cell->active[idx[j]];
+        }
+        if (!any) continue;
+        if (!is_beta_op(code)) {
+            const float *v = g->value[k];
+            float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f;
+#pragma omp simd reduction(+ : s0, s1, s2)
+            for (int i = 0; i < n; i++) {
+                s0 += g0[i] * v[i];
+                s1 += g1[i] * v[i];
+                s2 += g2[i] * v[i];
             }
-            if (!sums) {
-                gsum = total(gj, n);
-                gx = dot(gj, x, n);
-                sums = 1;
+            const float sums_of[3] = {s0, s1, s2};
+            for (int j = 0; j < g->nslots; j++)
+                if (cell->active[idx[j]]) gw[idx[j]] += sums_of[j];
+            continue;
+        }
+        if (!sums) {
+            for (int j = 0; j < g->nslots; j++) {
+                gsum[j] = total(grad[j], n);
+                gx[j] = dot(grad[j], x, n);
             }
-            const float w = cell->w[idx], b = cell->beta[idx];
+            sums = 1;
+        }
+        for (int j = 0; j < g->nslots; j++) {
+            if (!cell->active[idx[j]]) continue;
+            const float w = cell->w[idx[j]], b = cell->beta[idx[j]];
             if (code == U_ADD_BETA) {
-                gw[idx] += (double)gx + (double)b * gsum;
-                gbeta[idx] += (double)w * gsum;
+                gw[idx[j]] += (double)gx[j] + (double)b * gsum[j];
+                gbeta[idx[j]] += (double)w * gsum[j];
             } else if (code == U_MUL_BETA) {
-                gw[idx] += (double)b * gx;
-                gbeta[idx] += (double)w * gx;
+                gw[idx[j]] += (double)b * gx[j];
+                gbeta[idx[j]] += (double)w * gx[j];
             } else {
-                gw[idx] += (double)b * gsum;
-                gbeta[idx] += (double)w * gsum;
+                gw[idx[j]] += (double)b * gsum[j];
+                gbeta[idx[j]] += (double)w * gsum[j];
             }
         }
     }
@@ -488,17 +547,18 @@ static void binary_backward(const Cell *cell, int slot, const float *a, const fl
 typedef struct {
     Input xin, b0in;
     float m0[BLOCK], m1[BLOCK], m3[BLOCK], b0[BLOCK], m2[BLOCK];
-    float d0[BLOCK], d1[BLOCK], d3[BLOCK], d2[BLOCK], spare[BLOCK];
-    float g0[BLOCK], g1[BLOCK], g2[BLOCK], g3[BLOCK], gb0[BLOCK];
-    float xvalue[MAX_UNARY][BLOCK], b0value[MAX_UNARY][BLOCK];
+    float d0[BLOCK], d1[BLOCK], d3[BLOCK], d2[BLOCK];
+    float g0[BLOCK], g1[BLOCK], g2[BLOCK], g3[BLOCK], gb0[BLOCK], ones[BLOCK];
+    float xvalue[MAX_UNARY][BLOCK], b0value[MAX_UNARY][BLOCK], xdvalue[MAX_UNARY][BLOCK], b0dvalue[MAX_UNARY][BLOCK];
     Group xgroup, u2group;
 } Workspace;
 
 static void workspace_init(Workspace *ws) {
-    Group x = {{0, 1, 4}, 3, {ws->m0, ws->m1, ws->m3}, {ws->d0, ws->d1, ws->d3}, ws->xvalue, ws->spare};
-    Group u2 = {{3, 3, 3}, 1, {ws->m2, ws->spare, ws->spare}, {ws->d2, ws->spare, ws->spare}, ws->b0value, ws->spare};
+    Group x = {{0, 1, 4}, 3, {ws->m0, ws->m1, ws->m3}, {ws->d0, ws->d1, ws->d3}, ws->xvalue, ws->xdvalue};
+    Group u2 = {{3, 3, 3}, 1, {ws->m2, NULL, NULL}, {ws->d2, NULL, NULL}, ws->b0value, ws->b0dvalue};
     ws->xgroup = x;
     ws->u2group = u2;
+    for (int i = 0; i < BLOCK; i++) ws->ones[i] = 1.0f;
 }
 
 /* Slot outputs u0, u1, u3, b0, u2 of one block (and, with derivative, what the backward needs). */
@@ -519,37 +579,45 @@ typedef struct {
     double gw[MAX_CANDIDATES], gbeta[MAX_CANDIDATES];
 } Task;
 
-static void *forward_task(void *arg) {
-    Task *t = arg;
-    Workspace *ws = malloc(sizeof(Workspace));
+/* Each thread's scratch, allocated on its first call and kept: the OpenMP threads persist, and a
+ * fresh allocation per call would page-fault its way through the workspace every time. */
+static _Thread_local Workspace *thread_workspace;
+
+static Workspace *workspace(void) {
+    if (!thread_workspace) {
+        thread_workspace = malloc(sizeof(Workspace));
+        if (thread_workspace) workspace_init(thread_workspace);
+    }
+    return thread_workspace;
+}
+
+static void forward_task(Task *t) {
+    Workspace *ws = workspace();
     if (!ws) {
         t->failed = 1;
-        return NULL;
+        return;
     }
-    workspace_init(ws);
     for (int64_t start = t->begin; start < t->end; start += BLOCK) {
         const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
         block_hidden(t->cell, ws, t->x + start, n, 0);
         binary_forward(t->cell, 5, ws->m2, ws->m3, n, t->y + start);
     }
-    free(ws);
-    return NULL;
 }
 
-static void *backward_task(void *arg) {
-    Task *t = arg;
+static void backward_task(Task *t) {
     const Cell *cell = t->cell;
-    Workspace *ws = malloc(sizeof(Workspace));
+    Workspace *ws = workspace();
     if (!ws) {
         t->failed = 1;
-        return NULL;
+        return;
     }
-    workspace_init(ws);
     for (int64_t start = t->begin; start < t->end; start += BLOCK) {
         const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
         float *gx = t->gx + start;
         block_hidden(cell, ws, t->x + start, n, 1);
-        binary_backward(cell, 5, ws->m2, ws->m3, n, t->gy + start, ws->g2, ws->g3, t->gw, t->gbeta);
+        if (t->y) binary_forward(cell, 5, ws->m2, ws->m3, n, t->y + start);
+        binary_backward(cell, 5, ws->m2, ws->m3, n, t->gy ? t->gy + start : ws->ones, ws->g2, ws->g3, t->gw,
+                        t->gbeta);
         float *u2grad[1] = {ws->g2};
         memset(ws->gb0, 0, sizeof(float) * n);
         group_backward(cell, &ws->u2group, &ws->b0in, u2grad, ws->gb0, t->gw, t->gbeta);
@@ -558,26 +626,25 @@ static void *backward_task(void *arg) {
         memset(gx, 0, sizeof(float) * n);
         group_backward(cell, &ws->xgroup, &ws->xin, xgrad, gx, t->gw, t->gbeta);
     }
-    free(ws);
-    return NULL;
 }
 
-/* Split [0, n) into block-aligned ranges, one per thread, run them; returns the tasks used. */
-static int run_tasks(Task *tasks, int threads, int64_t n, void *(*body)(void *)) {
-    pthread_t ids[MAX_THREADS];
-    const int64_t blocks = (n + BLOCK - 1) / BLOCK;
-    if (threads > blocks) threads = (int)(blocks > 0 ? blocks : 1);
+/*
+ * Split [0, n) into block-aligned ranges, one per thread, and run them; returns the tasks used.
+ * The threads are OpenMP's: loaded into a PyTorch process, this library binds to the libgomp
+ * PyTorch already loaded, so the kernel shares PyTorch's warm thread pool instead of starting
+ * threads per call (which, on a busy machine, queue behind every other process). A thread gets
+ * at least GRAIN elements, as in PyTorch's elementwise operations; smaller tensors run on one.
+ */
+static int run_tasks(Task *tasks, int threads, int64_t n, void (*body)(Task *)) {
+    const int64_t blocks = (n + BLOCK - 1) / BLOCK, grains = (n + GRAIN - 1) / GRAIN;
+    if (threads > grains) threads = (int)(grains > 0 ? grains : 1);
     for (int i = 0; i < threads; i++) {
         tasks[i].begin = blocks * i / threads * BLOCK;
         tasks[i].end = blocks * (i + 1) / threads * BLOCK;
         if (tasks[i].end > n) tasks[i].end = n;
     }
-    int started = 1;
-    for (int i = 1; i < threads; i++, started++)
-        if (pthread_create(&ids[i], NULL, body, &tasks[i]) != 0) break;
-    body(&tasks[0]);
-    for (int i = started; i < threads; i++) body(&tasks[i]); /* ranges whose thread did not start */
-    for (int i = 1; i < started; i++) pthread_join(ids[i], NULL);
+#pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1)
+    for (int i = 0; i < threads; i++) body(&tasks[i]);
     return threads;
 }
 
@@ -610,7 +677,7 @@ int grafs_cell_forward(const float *x, float *y, int64_t n, const int32_t *code,
                        const float *w, const float *beta, const int32_t *offset, int bounded, int edges,
                        int threads) {
     if (!valid(offset, threads)) return -1;
-    Cell cell = {code, active, w, beta, offset, bounded, edges};
+    Cell cell = {code, active, w, beta, offset, bounded, edges, 0};
     Task *tasks = malloc(sizeof(Task) * MAX_THREADS);
     if (!tasks) return -2;
     threads = clamp_threads(threads);
@@ -622,29 +689,46 @@ int grafs_cell_forward(const float *x, float *y, int64_t n, const int32_t *code,
     return status ? -2 : 0;
 }
 
-/* gw and gbeta (offset[6] entries each) receive the summed gradients; gx is overwritten. */
-int grafs_cell_backward(const float *x, const float *gy, float *gx, int64_t n, const int32_t *code,
-                        const int32_t *active, const float *w, const float *beta, const int32_t *offset, int bounded,
-                        int edges, int threads, double *gw, double *gbeta) {
-    if (!valid(offset, threads)) return -1;
-    Cell cell = {code, active, w, beta, offset, bounded, edges};
+/* The backward pass of every block, on the threads; gw and gbeta (offset[6] entries each) receive
+ * the summed gradients. Without gy, the output's gradient is 1 everywhere, so gx is dy/dx. */
+static int backward(const Cell *cell, const float *x, const float *gy, float *y, float *gx, int64_t n, int threads,
+                    double *gw, double *gbeta) {
     Task *tasks = malloc(sizeof(Task) * MAX_THREADS);
     if (!tasks) return -2;
     threads = clamp_threads(threads);
-    init_tasks(tasks, threads, &cell, x, gy, NULL, gx);
+    init_tasks(tasks, threads, cell, x, gy, y, gx);
     const int used = run_tasks(tasks, threads, n, backward_task);
     int status = 0;
-    for (int k = 0; k < offset[SLOTS]; k++) {
+    for (int k = 0; k < cell->offset[SLOTS]; k++) {
         gw[k] = 0.0;
         gbeta[k] = 0.0;
     }
     for (int i = 0; i < used; i++) {
         status |= tasks[i].failed;
-        for (int k = 0; k < offset[SLOTS]; k++) {
+        for (int k = 0; k < cell->offset[SLOTS]; k++) {
             gw[k] += tasks[i].gw[k];
             gbeta[k] += tasks[i].gbeta[k];
         }
     }
     free(tasks);
     return status ? -2 : 0;
+}
+
+/* gw and gbeta (offset[6] entries each) receive the summed gradients; gx is overwritten. */
+int grafs_cell_backward(const float *x, const float *gy, float *gx, int64_t n, const int32_t *code,
+                        const int32_t *active, const float *w, const float *beta, const int32_t *offset, int bounded,
+                        int edges, int threads, double *gw, double *gbeta) {
+    if (!valid(offset, threads)) return -1;
+    Cell cell = {code, active, w, beta, offset, bounded, edges, 1};
+    return backward(&cell, x, gy, NULL, gx, n, threads, gw, gbeta);
+}
+
+/* y = f(x) and dydx = f'(x) in one pass, for callers whose weights and betas need no gradient. */
+int grafs_cell_forward_derivative(const float *x, float *y, float *dydx, int64_t n, const int32_t *code,
+                                  const int32_t *active, const float *w, const float *beta, const int32_t *offset,
+                                  int bounded, int edges, int threads) {
+    if (!valid(offset, threads)) return -1;
+    Cell cell = {code, active, w, beta, offset, bounded, edges, 0};
+    double unused[2][MAX_CANDIDATES];
+    return backward(&cell, x, NULL, y, dydx, n, threads, unused[0], unused[1]);
 }

@@ -10,9 +10,12 @@ vectors over all candidates of all slots (slot order ``u0, u1, b0, u2, u3, b1``,
 - :func:`mixture_fused` is a custom autograd function that saves only its inputs and recomputes
   the forward pass inside the backward pass. On CPU float32 it runs a small C kernel
   (``cell_kernel.c``, compiled with the system C compiler on first use, a second or two, and cached)
-  that walks the tensor in cache-sized blocks; elsewhere (CUDA, other dtypes, the extended
+  that walks the tensor in cache-sized blocks on PyTorch's OpenMP threads; elsewhere (CUDA, other dtypes, the extended
   operation space, or no C compiler, with a warning) it evaluates :func:`mixture_reference`
   chunk by chunk. Both give the reference's outputs and gradients up to float rounding.
+
+A genotype is the special case of one active operation per slot with weight 1
+(:func:`single_op_plan`): :class:`grafs.genotype.GenotypeActivation` runs the same kernel.
 
 The kernel is cached under ``$GRAFS_KERNEL_CACHE`` (default ``~/.cache/grafs-bench``);
 ``GRAFS_NATIVE_KERNEL=0`` switches it off.
@@ -36,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from grafs.ops import INF, SQRT_FLOOR, Operation
+from grafs.ops import INF, SLOTS, SQRT_FLOOR, Operation, slot_candidates
 
 KERNEL_SOURCE = Path(__file__).with_name("cell_kernel.c")
 CACHE_ENV = "GRAFS_KERNEL_CACHE"
@@ -67,6 +70,46 @@ class CellPlan:
     @property
     def size(self) -> int:
         return self.offsets[-1]
+
+
+# Each slot's inputs (the slots it reads), and the inputs an operation ignores by position.
+_SLOT_INPUTS = {"b1": ("u2", "u3"), "u2": ("b0",), "b0": ("u0", "u1"), "u0": (), "u1": (), "u3": ()}
+_IGNORED_INPUTS = {"left": (1,), "right": (0,), "beta": (0,)}
+
+
+def single_op_plan(operations: tuple[Operation, ...], bounded: bool) -> CellPlan:
+    """The plan of a cell with one operation per slot (a genotype), for :func:`mixture_fused`.
+
+    Each slot keeps its space's candidates with only the chosen one active (the kernel's layout),
+    and the weights are one-hot (:func:`single_op_weights`), so the mixture is the genotype's
+    function. A branch whose result is ignored (a projection's other side, the argument of the
+    constant ``beta``) has no active operation: it is neither computed nor differentiated, as in
+    autograd through the plain genotype module, so its NaNs or infinities stay out of the gradient.
+    """
+    chosen = dict(zip(SLOTS, operations, strict=True))
+    used: set[str] = set()
+
+    def visit(slot: str) -> None:
+        used.add(slot)
+        for position, source in enumerate(_SLOT_INPUTS[slot]):
+            if position not in _IGNORED_INPUTS.get(chosen[slot].name, ()):
+                visit(source)
+
+    visit(SLOTS[-1])
+    space = "extended" if any(op.extended for op in operations) else "standard"
+    candidates = tuple(slot_candidates(slot, space) for slot in SLOTS)
+    active = tuple(
+        (options.index(chosen[slot]),) if slot in used else () for slot, options in zip(SLOTS, candidates, strict=True)
+    )
+    return CellPlan(candidates, active, bounded)
+
+
+def single_op_weights(plan: CellPlan) -> Tensor:
+    """The one-hot weights of a :func:`single_op_plan`: 1 for each slot's active operation."""
+    weights = torch.zeros(plan.size)
+    for index, chosen in enumerate(plan.active):
+        weights[[plan.offsets[index] + k for k in chosen]] = 1.0
+    return weights
 
 
 def mixture_reference(x: Tensor, weights: Tensor, betas: Tensor, plan: CellPlan) -> Tensor:
@@ -130,6 +173,32 @@ class _FusedCell(torch.autograd.Function):
         return grad_x, grad_weights, grad_betas, None
 
 
+def mixture_with_derivative(x: Tensor, weights: Tensor, betas: Tensor, plan: CellPlan) -> Tensor:
+    """The mixture for fixed weights and betas (no gradient for them), in the compiled kernel.
+
+    One pass computes the output and its derivative, which is all the backward pass needs: it
+    saves that one tensor (as ReLU saves one) and multiplies, instead of recomputing the cell.
+    Callers check :func:`native_kernel_applies` first.
+    """
+    kernel = _native_kernel(x, plan, warn=False)
+    if kernel is None:
+        raise RuntimeError("mixture_with_derivative needs the compiled kernel; check native_kernel_applies first")
+    return _FusedWithDerivative.apply(x, weights, betas, plan, kernel)
+
+
+class _FusedWithDerivative(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weights: Tensor, betas: Tensor, plan: CellPlan, kernel: _NativeKernel) -> Tensor:
+        y, derivative = kernel.forward_derivative(x, weights, betas, plan)
+        ctx.save_for_backward(derivative)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (derivative,) = ctx.saved_tensors
+        return grad * derivative, None, None, None, None
+
+
 def _chunks(x: Tensor):
     flat = x.reshape(-1)
     size = CPU_CHUNK if x.device.type == "cpu" else GPU_CHUNK
@@ -148,7 +217,11 @@ class _NativeKernel:
         self.codes = {name: index for index, name in enumerate(library.grafs_cell_op_names().decode().split())}
 
     def supports(self, plan: CellPlan) -> bool:
-        return all(op.name in self.codes for options in plan.candidates for op in options)
+        supported = plan._native.get("supported")
+        if supported is None:
+            supported = all(op.name in self.codes for options in plan.candidates for op in options)
+            plan._native["supported"] = supported
+        return supported
 
     def _layout(self, plan: CellPlan) -> tuple[Tensor, Tensor, Tensor]:
         layout = plan._native.get("layout")
@@ -190,6 +263,16 @@ class _NativeKernel:
         _check(self.library.grafs_cell_forward(_pointer(x), _pointer(y), ctypes.c_int64(x.numel()), *arguments))
         return y
 
+    def forward_derivative(self, x: Tensor, weights: Tensor, betas: Tensor, plan: CellPlan) -> tuple[Tensor, Tensor]:
+        x = x.contiguous()
+        y, derivative = torch.empty_like(x), torch.empty_like(x)
+        _keep, arguments = self._arguments(weights, betas, plan)
+        status = self.library.grafs_cell_forward_derivative(
+            _pointer(x), _pointer(y), _pointer(derivative), ctypes.c_int64(x.numel()), *arguments
+        )
+        _check(status)
+        return y, derivative
+
     def backward(self, x: Tensor, weights: Tensor, betas: Tensor, plan: CellPlan, grad: Tensor):
         x, grad = x.contiguous(), grad.to(torch.float32).contiguous()
         grad_x = torch.empty_like(x)
@@ -229,46 +312,64 @@ def _pointer(tensor: Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(tensor.data_ptr())
 
 
-def _native_kernel(x: Tensor, plan: CellPlan) -> _NativeKernel | None:
-    """The compiled kernel when it can evaluate this call, else None (use the PyTorch chunks)."""
+def _native_kernel(x: Tensor, plan: CellPlan, warn: bool = True) -> _NativeKernel | None:
+    """The compiled kernel when it can evaluate this call, else None (use the PyTorch chunks).
+
+    ``warn=False`` is for callers with a plain path of their own: they fall back without a word.
+    """
     if x.device.type != "cpu" or x.dtype != torch.float32:
         return None
-    kernel = native_kernel()
-    if kernel is None or not kernel.supports(plan):
+    kernel = native_kernel() if warn else _compiled_kernel()
+    if not isinstance(kernel, _NativeKernel) or not kernel.supports(plan):
+        return None
+    return kernel
+
+
+def native_kernel_applies(x: Tensor, plan: CellPlan) -> bool:
+    """Whether :func:`mixture_fused` runs ``plan`` on ``x`` in the compiled kernel; never warns."""
+    return _native_kernel(x, plan, warn=False) is not None
+
+
+@functools.cache
+def native_kernel() -> _NativeKernel | None:
+    """The compiled CPU kernel, or None with a warning saying why it cannot be built."""
+    kernel = _compiled_kernel()
+    if isinstance(kernel, str):
+        if kernel:
+            warnings.warn(kernel, RuntimeWarning, stacklevel=3)
         return None
     return kernel
 
 
 @functools.cache
-def native_kernel() -> _NativeKernel | None:
-    """Compile (once per machine, cached on disk) and load the CPU kernel; None if impossible."""
+def _compiled_kernel() -> _NativeKernel | str:
+    """Compile (once per machine, cached on disk) and load the CPU kernel, or say why not.
+
+    The empty string means the kernel is switched off (``GRAFS_NATIVE_KERNEL=0``).
+    """
     if os.environ.get("GRAFS_NATIVE_KERNEL", "1") == "0":
-        return None
+        return ""
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None:
-        warnings.warn(
+        return (
             "no C compiler found (set CC or install gcc): the fast cell path falls back to evaluating "
-            "the plain PyTorch cell chunk by chunk, which saves its memory but not its time",
-            RuntimeWarning,
-            stacklevel=3,
+            "the plain PyTorch cell chunk by chunk, which saves its memory but not its time"
         )
-        return None
     problems = []
-    for vector_math in (True, False) if _has_vector_math() else (False,):
+    # Best build first: vector math and OpenMP threads; without OpenMP the kernel runs on one thread.
+    vector_options = (True, False) if _has_vector_math() else (False,)
+    for vector_math, threads in [(v, t) for t in (True, False) for v in vector_options]:
         try:
-            library = ctypes.CDLL(str(_build(compiler, vector_math)))
+            library = ctypes.CDLL(str(_build(compiler, vector_math, threads)))
         except (OSError, subprocess.SubprocessError) as error:
             problems.append(str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__)
             continue
         library.grafs_cell_op_names.restype = ctypes.c_char_p
         return _NativeKernel(library)
-    warnings.warn(
+    return (
         f"compiling the fused cell kernel failed ({'; '.join(problems)}): the fast cell path falls back "
-        "to evaluating the plain PyTorch cell chunk by chunk, which saves its memory but not its time",
-        RuntimeWarning,
-        stacklevel=3,
+        "to evaluating the plain PyTorch cell chunk by chunk, which saves its memory but not its time"
     )
-    return None
 
 
 def _has_vector_math() -> bool:
@@ -297,12 +398,13 @@ def _defines(vector_math: bool) -> list[str]:
     return defines + (["-DGRAFS_VECTOR_MATH"] if vector_math else [])
 
 
-def _build(compiler: str, vector_math: bool) -> Path:
+def _build(compiler: str, vector_math: bool, threads: bool) -> Path:
     """Compile the kernel into the cache unless an identical build is already there."""
     # -march=native builds for this CPU, so the CPU's identity is part of the cache key.
-    flags = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC", "-shared"]
+    flags = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
+    flags.append("-fopenmp" if threads else "-fopenmp-simd")
     defines = _defines(vector_math)
-    libraries = ["-lmvec", "-lm", "-lpthread"] if vector_math else ["-lm", "-lpthread"]
+    libraries = ["-lmvec", "-lm"] if vector_math else ["-lm"]
     source = KERNEL_SOURCE.read_bytes()
     key = hashlib.sha256(
         b"\0".join([source, " ".join([compiler, *flags, *defines, *libraries]).encode(), _cpu_identity()])

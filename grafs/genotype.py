@@ -16,6 +16,13 @@ from torch import Tensor, nn
 
 from grafs.errors import UserError
 from grafs.files import write_text_atomic
+from grafs.fused import (
+    mixture_fused,
+    mixture_with_derivative,
+    native_kernel_applies,
+    single_op_plan,
+    single_op_weights,
+)
 from grafs.ops import SLOTS, Expr, Operation, check_slot_op, initial_beta, slot_candidates
 
 FORMAT = "grafs-genotype/1"
@@ -199,6 +206,13 @@ class GenotypeActivation(nn.Module):
 
     Betas are frozen buffers by default, as the reference retrains discovered functions;
     ``learnable_betas=True`` makes them parameters trained with the network weights.
+
+    On CPU float32 inputs the cell runs as one fused autograd node in the compiled kernel of
+    :mod:`grafs.fused` (a mixture with one-hot weights): with fixed betas one pass computes the
+    output and its derivative, the only tensor kept for the backward pass; with learnable betas
+    the node keeps its input and recomputes the rest in the backward pass. Elsewhere, or without
+    a C compiler, the six operations run as PyTorch operations. All give the same outputs and
+    gradients.
     """
 
     def __init__(self, genotype: Genotype, learnable_betas: bool = False):
@@ -206,6 +220,14 @@ class GenotypeActivation(nn.Module):
         self.genotype = genotype
         self.bounded = genotype.bounded
         self._ops = genotype.operations
+        self._plan = single_op_plan(self._ops, self.bounded)
+        self._weights = single_op_weights(self._plan)
+        # The betas the fused path reads (those of slots it computes) and their places in its
+        # flat beta vector; a discarded branch's beta gets no gradient, as in the plain path.
+        self._beta_slots = [i for i, beta in enumerate(genotype.betas) if beta is not None and self._plan.active[i]]
+        self._beta_positions = torch.tensor(
+            [self._plan.offsets[i] + self._plan.active[i][0] for i in self._beta_slots], dtype=torch.long
+        )
         for slot, beta in zip(SLOTS, genotype.betas, strict=False):
             if beta is None:
                 continue
@@ -230,7 +252,20 @@ class GenotypeActivation(nn.Module):
             return right()
         return self._apply_op(index, left(), right())
 
+    def _flat_betas(self) -> Tensor:
+        betas = torch.zeros(self._plan.size)
+        if not self._beta_slots:
+            return betas
+        values = torch.stack([self._beta(index).float() for index in self._beta_slots])
+        return betas.index_copy(0, self._beta_positions, values.cpu())
+
     def forward(self, x: Tensor) -> Tensor:
+        if native_kernel_applies(x, self._plan):
+            betas = self._flat_betas()
+            if x.requires_grad and not betas.requires_grad and torch.is_grad_enabled():
+                return mixture_with_derivative(x, self._weights, betas, self._plan)
+            return mixture_fused(x, self._weights, betas, self._plan)
+
         def inner() -> Tensor:
             return self._binary(2, lambda: self._apply_op(0, x), lambda: self._apply_op(1, x))
 

@@ -247,7 +247,8 @@ def test_fixed_activations_are_searches_of_zero_cost(tmp_path):
     outcome = create_searcher("gelu").search(tiny_task(), 0, None, data=tiny_data(), out=tmp_path)
     assert outcome.cost.sample_passes == 0 and outcome.cost.wall_seconds == 0 and outcome.trace == []
     x = torch.linspace(-5, 5, 101)
-    assert torch.equal(outcome.genotype.to_module()(x), torch.nn.functional.gelu(x))
+    # The genotype module's fused kernel and PyTorch's GELU agree to float32 rounding.
+    torch.testing.assert_close(outcome.genotype.to_module()(x), torch.nn.functional.gelu(x))
     assert fixed_genotype("relu").formula() == "ReLU(x)"
     assert {"grafs", "random", "evolution", "regularized-evolution", "tpe", "relu"} <= set(METHODS)
 

@@ -54,7 +54,7 @@ def backend(request, monkeypatch):
         if fused.native_kernel() is None:
             pytest.skip("no C compiler: the native kernel is unavailable")
     else:
-        monkeypatch.setattr(fused, "_native_kernel", lambda x, plan: None)
+        monkeypatch.setattr(fused, "_native_kernel", lambda x, plan, warn=True: None)
         monkeypatch.setattr(fused, "CPU_CHUNK", 1000)  # several chunks
     return request.param
 
@@ -114,6 +114,9 @@ def test_the_native_kernel_knows_every_standard_operation():
 
 def test_without_a_compiler_the_fast_path_warns_and_falls_back(monkeypatch):
     monkeypatch.setattr(fused.shutil, "which", lambda name: None)
+    problem = fused._compiled_kernel.__wrapped__()
+    assert "no C compiler" in problem
+    monkeypatch.setattr(fused, "_compiled_kernel", lambda: problem)
     with pytest.warns(RuntimeWarning, match="no C compiler"):
         assert fused.native_kernel.__wrapped__() is None
 

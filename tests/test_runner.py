@@ -235,3 +235,16 @@ def test_ui_serves_the_campaign_folder(uninterrupted):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_the_tracking_thread_runs_jobs_in_order_and_raises_a_failure_at_close(tmp_path):
+    from bench.tracking import TrackingThread
+
+    tracker = TrackingThread(tmp_path, "jobs")
+    seen = []
+    tracker.call(lambda store: seen.append(store.experiment_id))
+    tracker.call(lambda store: seen.append(1 / 0))
+    tracker.call(lambda store: seen.append("after the failure"))
+    with pytest.raises(ZeroDivisionError):
+        tracker.close()
+    assert len(seen) == 1 and (tmp_path / "mlflow.db").exists()
