@@ -12,13 +12,13 @@ resumed; all others are a deterministic function of the campaign and its seeds.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from bench.campaign import SearchSpec, Unit
 from bench.folder import CampaignFolder
+from grafs.files import atomic_path
 
 EXECUTION_COLUMNS = ("started", "finished", "trial", "duplicate_of")
 
@@ -116,9 +116,8 @@ def gather(out: Path) -> dict[str, pd.DataFrame]:
     folder = campaign.tables_dir
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
-        temporary = folder / f".{name}.{os.getpid()}.parquet.tmp"
-        table.to_parquet(temporary, index=False)
-        temporary.replace(folder / f"{name}.parquet")
+        with atomic_path(folder / f"{name}.parquet") as temporary:
+            table.to_parquet(temporary, index=False)
     return tables
 
 

@@ -8,8 +8,6 @@ half is test.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch
 
 from bench.data.base import LanguageData, default_data_dir
 from grafs.errors import UserError
+from grafs.files import atomic_path
 
 VOCAB_SIZE = 50257
 HF_DATASET = "roneneldan/TinyStories"
@@ -49,17 +48,11 @@ def load_tinystories(data_dir: Path, download: bool) -> LanguageData:
 
 def _write_tokens(batches: Iterable[list[str]], encoding, path: Path) -> None:
     """Encode every story, append end-of-text, and write uint16 ids through a temporary file and a rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            for batch in batches:
-                stories = encoding.encode_ordinary_batch(batch)
-                ids = [token for story in stories for token in (*story, encoding.eot_token)]
-                np.asarray(ids, dtype=np.uint16).tofile(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+        for batch in batches:
+            stories = encoding.encode_ordinary_batch(batch)
+            ids = [token for story in stories for token in (*story, encoding.eot_token)]
+            np.asarray(ids, dtype=np.uint16).tofile(stream)
 
 
 def prepare_tinystories(data_dir: str | Path | None = None) -> Path:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from bench.plots import activation_grid, activation_values, draw_comparison  # n
 from bench.report.stats import Friedman, cliques  # noqa: E402
 from bench.report.tables import NORMALISED_FLOOR, Entry, entries, normalised_text  # noqa: E402
 from bench.tasks import Metric, get_task  # noqa: E402
+from grafs.files import atomic_path  # noqa: E402
 from grafs.genotype import Genotype  # noqa: E402
 
 METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}
@@ -43,14 +42,8 @@ class Figure:
 def save(figure, folder: Path, name: str, caption: str) -> Figure:
     folder.mkdir(parents=True, exist_ok=True)
     for extension, metadata in METADATA.items():
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=f".{extension}")
-        os.close(handle)
-        try:
+        with atomic_path(folder / f"{name}.{extension}") as temporary:
             figure.savefig(temporary, format=extension, dpi=DPI, metadata=metadata, bbox_inches="tight")
-            os.replace(temporary, folder / f"{name}.{extension}")
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
     plt.close(figure)
     return Figure(name, caption, folder / f"{name}.png")
 
