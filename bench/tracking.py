@@ -9,6 +9,7 @@ id is never logged again, and an unfinished one (from a killed runner) is replac
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -80,6 +81,8 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        for logger in ("mlflow", "alembic"):  # their INFO lines (creating and migrating tables) are noise here
+            logging.getLogger(logger).setLevel(logging.WARNING)
         self.out, self.folder = out, CampaignFolder(out)
         self.uri = tracking_uri(out)
         self.lock = self.folder.mlflow_lock

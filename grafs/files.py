@@ -6,9 +6,12 @@ import json
 import math
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from grafs.errors import UserError
 
 
 @contextmanager
@@ -50,3 +53,32 @@ def _finite(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
+
+
+def check_writable_folder(path: Path, flag: str) -> None:
+    """Refuse, before any work, a folder that cannot take outputs: an existing file, a path under a
+    file, or a place where nothing can be created (read-only, no permission)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder; pass a new or existing folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path} lies under {existing}, which is a file; pass a folder path")
+    try:  # a probe, not os.access: that ignores read-only file systems for root and ACLs for everyone
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UserError(
+            f"{flag} {path}: cannot create files in {existing} ({error.strerror}); pass a folder you can write to"
+        ) from None
+
+
+def check_writable_file(path: Path, flag: str) -> None:
+    """Refuse, before any work, a file path that cannot be written: a folder, or a file in a folder
+    that :func:`check_writable_folder` refuses."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; pass a file path such as {path / 'activation.png'}")
+    check_writable_folder(path.parent, flag)

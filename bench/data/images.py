@@ -61,7 +61,7 @@ CIFAR100 = CifarArchive(  # two label bytes, coarse then fine: the fine label is
 def _not_found(title: str, root: Path, missing: Path, what: str, url: str) -> UserError:
     return UserError(
         f"{title} not found in {root} (no {missing.relative_to(root)}): put {what} there (from {url}) "
-        "or pass --download on a machine with a network"
+        "or pass --download to grafs-bench train or search on a machine with a network"
     )
 
 

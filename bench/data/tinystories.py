@@ -27,7 +27,8 @@ ENCODE_BATCH = 10_000
 def _tokens(path: Path) -> torch.Tensor:
     size = path.stat().st_size
     if size == 0 or size % 2:
-        raise UserError(f"{path} is not a file of uint16 tokens ({size} bytes): delete it and run prepare_tinystories")
+        raise UserError(f"{path} is not a file of uint16 tokens ({size} bytes): "
+                        "delete it and run `grafs-bench prepare tinystories`")
     return torch.from_file(str(path), shared=False, size=size // 2, dtype=torch.uint16)
 
 
@@ -39,8 +40,8 @@ def load_tinystories(data_dir: Path, download: bool) -> LanguageData:
     for path in paths:
         if not path.is_file():
             raise UserError(f"TinyStories not found in {root} (no {path.name}): put train.bin and val.bin there "
-                            "(GPT-2 tokens, written by bench.data.tinystories.prepare_tinystories) "
-                            "or pass --download on a machine with a network")
+                            "(GPT-2 tokens, written by `grafs-bench prepare tinystories`) "
+                            "or pass --download to grafs-bench train or search on a machine with a network")
     train, val = (_tokens(path) for path in paths)
     half = len(val) // 2
     return LanguageData("tinystories", train, val[:half], val[half:], vocab_size=VOCAB_SIZE)
