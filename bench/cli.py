@@ -469,8 +469,10 @@ def _stop_process_group(leader, grace: float = 10.0) -> None:
 
 
 def _command_gather(args) -> int:
+    from bench.folder import CampaignFolder
     from bench.gather import gather
 
+    CampaignFolder(args.out).read_record()
     check_writable_folder(args.out, "the campaign folder")
     tables = gather(args.out)
     print(", ".join(f"{name}: {len(table)} rows" for name, table in tables.items()) + f" -> {args.out / 'tables'}")
@@ -478,8 +480,10 @@ def _command_gather(args) -> int:
 
 
 def _command_report(args) -> int:
+    from bench.folder import CampaignFolder
     from bench.report import build_report
 
+    CampaignFolder(args.out).read_record()
     check_writable_folder(args.out, "the campaign folder")
     print(f"report: {build_report(args.out)} (and report.html, tables/, figures/)")
     return 0

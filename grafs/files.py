@@ -61,24 +61,28 @@ def check_writable_folder(path: Path, flag: str) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path} is a file, not a folder; pass a new or existing folder")
-    existing = path
+    _check_can_create(path, flag)
+
+
+def check_writable_file(path: Path, flag: str) -> None:
+    """Refuse, before any work, a file path that cannot be written: a folder, a path under a file,
+    or a place where nothing can be created."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; pass a file path such as {path / 'activation.png'}")
+    _check_can_create(path, flag)
+
+
+def _check_can_create(path: Path, flag: str) -> None:
+    existing = path if path.is_dir() else path.parent
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise UserError(f"{flag} {path} lies under {existing}, which is a file; pass a folder path")
+        raise UserError(f"{flag} {path} lies under {existing}, which is a file; pass another path")
     try:  # a probe, not os.access: that ignores read-only file systems for root and ACLs for everyone
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise UserError(
-            f"{flag} {path}: cannot create files in {existing} ({error.strerror}); pass a folder you can write to"
+            f"{flag} {path}: cannot create files in {existing} ({error.strerror}); pass a place you can write to"
         ) from None
-
-
-def check_writable_file(path: Path, flag: str) -> None:
-    """Refuse, before any work, a file path that cannot be written: a folder, or a file in a folder
-    that :func:`check_writable_folder` refuses."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{flag} {path} is a folder; pass a file path such as {path / 'activation.png'}")
-    check_writable_folder(path.parent, flag)
