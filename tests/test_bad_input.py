@@ -75,7 +75,7 @@ def toml(**changes: str) -> str:
 
 
 def run_campaign_file(text: str) -> Callable[[Workspace], list[str]]:
-    return lambda w: ["run", w.campaign(text), "--out", str(w.root / "out"), "--no-tracking"]
+    return lambda w: ["run", w.campaign(text), "--out", str(w.root / "out")]
 
 
 def train(*extra: str) -> list[str]:

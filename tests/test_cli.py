@@ -50,7 +50,7 @@ def test_user_errors_are_one_line_with_status_2(args, message):
 
 
 def test_show_prints_formula_and_plots(tmp_path, capsys):
-    from baselines.published import PUBLISHED_GENOTYPES
+    from grafs.published import PUBLISHED_GENOTYPES
 
     path = PUBLISHED_GENOTYPES["grafs-gpt-0"].save(tmp_path / "g.json")
     assert main(["show", str(path), "--plot", str(tmp_path / "g.png")]) == 0
