@@ -376,7 +376,7 @@ def _command_run(args) -> int:
         if tracker and outcome.state == "done":
             tracker.log_unit(unit, campaign.device)
 
-    print(f"campaign {campaign.name}: {campaign.description}")
+    print(f"campaign {campaign.name}: {campaign.description}", flush=True)  # before the progress lines in a log
     summary = run_campaign(campaign, out, workers=workers, executor=args.executor, on_finished=finished,
                            progress_every=args.progress_every)
     if tracker:
