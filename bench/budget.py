@@ -92,7 +92,7 @@ def grafs_spending(path: Path, task: Task) -> dict[str, float]:
             "sample_passes": float(cost["sample_passes"]),
             "epoch_equivalents": float(cost["epoch_equivalents"]),
         }
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError, RecursionError):
         raise UserError(
             f"{path} is not the result.json of a GRAFS search (no cost.wall_seconds, cost.sample_passes, "
             "cost.epoch_equivalents); pass the one `grafs-bench search --method grafs` wrote"

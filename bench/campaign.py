@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import tomllib
 from bench.activations import FIXED_ACTIVATIONS
 from bench.budget import BUDGET_UNITS
 from bench.methods import METHODS
-from bench.tasks import TASKS, Task, get_task
+from bench.tasks import MAX_SEED, TASKS, Task, get_task
 from grafs.config import SearchOptions
 from grafs.errors import UserError
 
@@ -267,9 +269,13 @@ def load_campaign(name_or_path: str) -> Campaign:
         valid = ", ".join(builtins)
         raise UserError(f"campaign {name_or_path!r} is neither a built-in campaign ({valid}) nor a TOML file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: not valid TOML ({error}); fix the syntax") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"campaign file {path} cannot be read ({type(error).__name__}); pass a TOML file") from None
+    try:
+        data = tomllib.loads(text)
+    except (ValueError, RecursionError) as error:  # TOMLDecodeError is a ValueError
+        raise UserError(f"{path}: not valid TOML ({error or type(error).__name__}); fix the syntax") from None
     return parse_campaign(data, source=str(path), default_name=path.stem)
 
 
@@ -285,10 +291,45 @@ def _check_keys(source: str, where: str, data: dict, allowed: set[str]) -> None:
 
 def _list_of(source: str, key: str, value: object, kind: type, allow_empty: bool = False) -> tuple:
     if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
-        raise _fail(source, key, f"expected a list of {kind.__name__}s, got {value!r}")
+        kind_name = "number" if isinstance(kind, tuple) else kind.__name__
+        raise _fail(source, key, f"expected a list of {kind_name}s, got {value!r}")
     if not value and not allow_empty:
         raise _fail(source, key, "must not be empty")
     return tuple(value)
+
+
+def _distinct(source: str, key: str, values: tuple) -> tuple:
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise _fail(source, key, f"{', '.join(repeated)} given more than once; list each once")
+    return values
+
+
+def _seeds(source: str, key: str, value: object) -> tuple[int, ...]:
+    seeds = _distinct(source, key, _list_of(source, key, value, int))
+    if any(not 0 <= seed <= MAX_SEED for seed in seeds):
+        raise _fail(source, key, f"seeds must be integers from 0 to {MAX_SEED}, got {list(seeds)}")
+    return seeds
+
+
+def _multiples(source: str, key: str, value: object, allow_empty: bool = False) -> tuple[float, ...]:
+    multiples = tuple(float(m) for m in _list_of(source, key, value, (int, float), allow_empty))
+    if not all(math.isfinite(m) and m > 0 for m in multiples):
+        raise _fail(source, key, f"budget multiples must be positive finite numbers, got {list(multiples)}")
+    return _distinct(source, key, multiples)
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+"""A campaign's name names its default output folder: one path component, no separators."""
+
+
+def _name(source: str, data: dict, default_name: str) -> str:
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        where = "" if "name" in data else f" (the file name {default_name!r})"
+        raise _fail(source, "name", f"expected letters, digits, '.', '-' and '_', not starting with '.' or '-', "
+                                    f"got {name!r}{where}; set name = \"my-campaign\"")
+    return name
 
 
 def _method_spec(source: str, index: int, entry: object) -> MethodSpec:
@@ -318,20 +359,14 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
     for required in ("tasks", "seeds", "methods"):
         if required not in data:
             raise _fail(source, required, "missing; every campaign declares tasks, seeds and methods")
-    tasks = _list_of(source, "tasks", data["tasks"], str)
+    tasks = _distinct(source, "tasks", _list_of(source, "tasks", data["tasks"], str))
     for name in tasks:
         if name not in TASKS:
             raise _fail(source, "tasks", f"unknown task {name!r}; valid choices: {', '.join(TASKS.names())}")
         if not get_task(name).transfer:
             raise _fail(source, "tasks", f"{name!r} is a transfer target, not a search task")
-    seeds = _list_of(source, "seeds", data["seeds"], int)
-    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
-        raise _fail(source, "seeds", "seeds must be distinct non-negative integers")
-    multiples = tuple(
-        float(m) for m in _list_of(source, "budget_multiples", data.get("budget_multiples", [1]), (int, float))
-    )
-    if any(m <= 0 for m in multiples):
-        raise _fail(source, "budget_multiples", "budget multiples must be positive")
+    seeds = _seeds(source, "seeds", data["seeds"])
+    multiples = _multiples(source, "budget_multiples", data.get("budget_multiples", [1]))
     budget_unit = data.get("budget_unit", "seconds")
     if budget_unit not in BUDGET_UNITS:
         raise _fail(source, "budget_unit", f"unknown unit {budget_unit!r}; valid choices: {', '.join(BUDGET_UNITS)}")
@@ -344,7 +379,7 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
     needs_budget = [m for m in methods if not m.is_grafs]
     if needs_budget and not any(m.is_default_grafs for m in methods):
         raise _fail(source, "methods", "black-box methods are matched to GRAFS's cost: include 'grafs' (fixed mode)")
-    fixed = _list_of(source, "fixed", data.get("fixed", []), str, allow_empty=True)
+    fixed = _distinct(source, "fixed", _list_of(source, "fixed", data.get("fixed", []), str, allow_empty=True))
     for name in fixed:
         if name not in FIXED_ACTIVATIONS:
             raise _fail(source, "fixed", f"unknown activation {name!r}; valid choices: {', '.join(FIXED_ACTIVATIONS)}")
@@ -352,10 +387,11 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
     if not isinstance(evaluation, dict):
         raise _fail(source, "evaluation", "expected a table with 'seeds' and 'targets'")
     _check_keys(source, "evaluation.", evaluation, EVALUATION_KEYS)
-    evaluation_seeds = _list_of(source, "evaluation.seeds", evaluation.get("seeds", [0]), int)
+    evaluation_seeds = _seeds(source, "evaluation.seeds", evaluation.get("seeds", [0]))
     targets = evaluation.get("targets", "all")
     if targets != "all":
-        targets = _list_of(source, "evaluation.targets", targets, str, allow_empty=True)
+        targets = _distinct(source, "evaluation.targets",
+                            _list_of(source, "evaluation.targets", targets, str, allow_empty=True))
         known = {t for name in tasks for t in get_task(name).transfer}
         for target in targets:
             if target not in known:
@@ -367,10 +403,8 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
                 )
     transfer_multiples = None
     if "transfer_multiples" in evaluation:
-        transfer_multiples = tuple(
-            float(m) for m in _list_of(source, "evaluation.transfer_multiples", evaluation["transfer_multiples"],
-                                       (int, float), allow_empty=True)
-        )
+        transfer_multiples = _multiples(source, "evaluation.transfer_multiples", evaluation["transfer_multiples"],
+                                        allow_empty=True)
         for multiple in transfer_multiples:
             if multiple not in multiples:
                 raise _fail(source, "evaluation.transfer_multiples",
@@ -385,13 +419,16 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
     for key, value in scale.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise _fail(source, f"scale.{key}", f"expected a positive integer, got {value!r}")
-    name = data.get("name", default_name)
+    name = _name(source, data, default_name)
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise _fail(source, "description", f"expected a string, got {description!r}")
     device = data.get("device", "auto")
     if not isinstance(device, str):
         raise _fail(source, "device", "expected auto, cpu or cuda")
     return Campaign(
-        name=str(name),
-        description=str(data.get("description", "")),
+        name=name,
+        description=description,
         tasks=tasks,
         seeds=seeds,
         budget_multiples=multiples,

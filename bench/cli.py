@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from bench.methods import METHODS
 from bench.options import add_option_flags, given_options
-from bench.runner import EXECUTORS
+from bench.runner import EXECUTORS, PROGRESS_EVERY
+from bench.tasks import MAX_SEED
 from grafs.errors import UserError
+from grafs.files import check_writable_file, check_writable_folder
 
 LIST_TOPICS = ("tasks", "ops", "activations", "campaigns", "methods")
 
@@ -30,6 +35,20 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {value}")
     return value
 
 
@@ -61,15 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     training = commands.add_parser("train", help="train a task's model with one activation and evaluate it")
     training.add_argument("--task", required=True)
     training.add_argument("--activation", required=True, help="a fixed name, a published genotype or a .json file")
-    training.add_argument("--seed", type=_non_negative_int, default=0)
+    training.add_argument("--seed", type=_seed, default=0)
     training.add_argument("--out", type=Path, help="folder for metrics.json and history.json")
     training.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     training.add_argument("--data-dir", type=Path, help="where the real datasets live (default: $GRAFS_BENCH_DATA)")
+    training.add_argument("--download", action="store_true", help="fetch a missing dataset first (needs a network)")
     training.add_argument("--learnable-betas", action="store_true", help="train a genotype's betas with the weights")
 
     searching = commands.add_parser("search", help="search an activation for a task: GRAFS or a black-box baseline")
     searching.add_argument("--task", required=True)
-    searching.add_argument("--seed", type=_non_negative_int, default=0)
+    searching.add_argument("--seed", type=_seed, default=0)
     searching.add_argument(
         "--method",
         default="grafs",
@@ -90,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     searching.add_argument("--out", type=Path, help="folder for genotype.json, trace, result.json, plot (and study.db)")
     searching.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     searching.add_argument("--data-dir", type=Path, help="where the real datasets live (default: $GRAFS_BENCH_DATA)")
+    searching.add_argument("--download", action="store_true", help="fetch a missing dataset first (needs a network)")
     options = searching.add_argument_group(
         "method options", "each applies to the methods named in brackets; left out, the method's default applies"
     )
@@ -108,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     running.add_argument("--executor", choices=EXECUTORS, default="local", help="local processes or submitit (Slurm)")
     running.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    running.add_argument(
+        "--progress-every", type=_positive_number, default=PROGRESS_EVERY, metavar="SECONDS",
+        help=f"without a terminal, a progress line at most this often (default {PROGRESS_EVERY:g})",
+    )
 
     status = commands.add_parser("status", help="done / running / failed / pending units of a campaign folder")
     status.add_argument("out", type=Path)
@@ -115,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for a campaign folder")
     ui.add_argument("out", type=Path)
-    ui.add_argument("--port", type=_positive_int, default=5000)
+    ui.add_argument("--port", type=_port, default=5000)
 
     gathering = commands.add_parser("gather", help="rebuild the parquet tables of a campaign folder")
     gathering.add_argument("out", type=Path)
@@ -129,8 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (kill, a scheduler's stop) ends a command as Ctrl-C does: what it started stops with it
+    # and its temporary files are removed on the way out.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         return COMMANDS[args.command](args)
     except UserError as error:
@@ -139,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("grafs-bench: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,8 +250,9 @@ def _command_train(args) -> int:
     task = get_task(args.task)
     activation = resolve_activation(args.activation, learnable_betas=args.learnable_betas)
     device = resolve_device(args.device)
-    data = load_task_data(task, args.data_dir)
     out = args.out or Path("runs") / "train" / f"{task.name}-{activation.name}-s{args.seed}"
+    check_writable_folder(out, "--out")
+    data = load_task_data(task, args.data_dir, download=args.download)
     print(f"training {task.name} ({task.description}) with {activation.formula}, seed {args.seed}, on {device}")
     result = train(task, activation.factory, args.seed, activation_name=activation.name, device=device, data=data)
     save_train_result(result, out, activation.genotype)
@@ -271,9 +308,10 @@ def _command_search(args) -> int:
     searcher = method.create(**given_options(args, args.option_names))
     budget = _search_budget(args, method, task)
     device = resolve_device(args.device)
-    data = load_task_data(task, args.data_dir)
     label = f"grafs-{args.mode or 'fixed'}" if method.name == "grafs" else method.name
     out = args.out or Path("runs") / "search" / f"{task.name}-{label}-s{args.seed}"
+    check_writable_folder(out, "--out")
+    data = load_task_data(task, args.data_dir, download=args.download)
     limit = f", budget {budget.limit:g} {budget.unit} ({budget.source})" if budget else ""
     print(f"{label} search on {task.name} ({task.description}), seed {args.seed}, on {device}{limit}")
     outcome = searcher.search(task, args.seed, budget, data=data, out=out, device=device, progress=_print_trace_row)
@@ -298,6 +336,8 @@ def _command_show(args) -> int:
     activation = resolve_activation(args.genotype)
     if activation.genotype is None:
         raise UserError(f"{args.genotype!r} is a fixed activation, not a genotype; pass a genotype .json file")
+    if args.plot:
+        check_writable_file(args.plot, "--plot")
     genotype = activation.genotype
     print(f"ops:     {', '.join(genotype.ops)}")
     print(f"betas:   {', '.join('-' if b is None else f'{b:.4g}' for b in genotype.betas)}")
@@ -318,9 +358,14 @@ def _command_run(args) -> int:
     from bench.gather import gather
     from bench.report import build_report
     from bench.runner import default_workers, run_campaign
+    from bench.training import resolve_device
 
     campaign = load_campaign(args.campaign)
     out = args.out or Path("runs") / campaign.name
+    CampaignFolder(out).check_can_run(campaign)
+    resolve_device(campaign.device)
+    workers = args.workers or default_workers(campaign.device)
+    # Only now, with the campaign, its device and its folder checked, is anything created.
     out.mkdir(parents=True, exist_ok=True)
     tracker = None
     if not args.no_tracking:
@@ -332,9 +377,9 @@ def _command_run(args) -> int:
         if tracker and outcome.state == "done":
             tracker.log_unit(unit, campaign.device)
 
-    print(f"campaign {campaign.name}: {campaign.description}")
-    workers = args.workers or default_workers(campaign.device)
-    summary = run_campaign(campaign, out, workers=workers, executor=args.executor, on_finished=finished)
+    print(f"campaign {campaign.name}: {campaign.description}", flush=True)  # before the progress lines in a log
+    summary = run_campaign(campaign, out, workers=workers, executor=args.executor, on_finished=finished,
+                           progress_every=args.progress_every)
     if tracker:
         tracker.call(lambda store: _log_unlogged(store, CampaignFolder(out), campaign.device))
         tracker.close()
@@ -380,31 +425,68 @@ def _command_status(args) -> int:
 
 
 def _command_ui(args) -> int:
-    import os
+    import socket
     import subprocess
 
     from bench.folder import CampaignFolder
     from bench.tracking import tracking_uri
 
-    if not CampaignFolder(args.out).mlflow_db.exists() and not os.environ.get("MLFLOW_TRACKING_URI"):
+    if not CampaignFolder(args.out).mlflow_db.is_file() and not os.environ.get("MLFLOW_TRACKING_URI"):
         raise UserError(f"{args.out} has no mlflow.db; pass the --out folder of a grafs-bench run")
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind(("127.0.0.1", args.port))
+        except OSError as error:
+            message = f"port {args.port} on 127.0.0.1 is not free ({error.strerror}); pick another --port"
+            raise UserError(message) from None
     uri = tracking_uri(args.out)
-    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1"]
-    return subprocess.call([*command, "--port", str(args.port)])
+    # A process group of its own: the server and the workers it starts are stopped together.
+    server = subprocess.Popen([*command, "--port", str(args.port)], start_new_session=True)
+    try:
+        return server.wait()
+    finally:
+        _stop_process_group(server)
+
+
+def _stop_process_group(leader, grace: float = 10.0) -> None:
+    """SIGTERM to every process of ``leader``'s group, SIGKILL to those left after ``grace`` seconds."""
+    import time
+
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(leader.pid, signum)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            leader.poll()  # reap the leader, so an empty group reads as gone
+            try:
+                os.killpg(leader.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def _command_gather(args) -> int:
+    from bench.folder import CampaignFolder
     from bench.gather import gather
 
+    CampaignFolder(args.out).read_record()
+    check_writable_folder(args.out, "the campaign folder")
     tables = gather(args.out)
     print(", ".join(f"{name}: {len(table)} rows" for name, table in tables.items()) + f" -> {args.out / 'tables'}")
     return 0
 
 
 def _command_report(args) -> int:
+    from bench.folder import CampaignFolder
     from bench.report import build_report
 
+    CampaignFolder(args.out).read_record()
+    check_writable_folder(args.out, "the campaign folder")
     print(f"report: {build_report(args.out)} (and report.html, tables/, figures/)")
     return 0
 
@@ -413,7 +495,9 @@ def _command_prepare(args) -> int:
     from bench.data import default_data_dir
     from bench.data.tinystories import prepare_tinystories
 
-    path = prepare_tinystories(args.data_dir or default_data_dir())
+    data_dir = args.data_dir or default_data_dir()
+    check_writable_folder(data_dir, "--data-dir")
+    path = prepare_tinystories(data_dir)
     print(f"TinyStories tokens written to {path}")
     return 0
 

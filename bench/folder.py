@@ -22,10 +22,16 @@ from pathlib import Path
 
 from bench.campaign import Campaign, Unit
 from grafs.errors import UserError
-from grafs.files import write_json_atomic
+from grafs.files import check_writable_folder, write_json_atomic
 
 DONE, FAILED, RUNNING, PENDING = "done", "failed", "running", "pending"
 RECORD = "campaign.json"
+LAYOUT = (RECORD, "units", "tables", "mlflow.db", "mlartifacts", "report.md", "report.html", "figures", "submitit")
+"""What a campaign folder holds besides hidden lock and temporary files and SQLite's journals of mlflow.db."""
+
+
+def _in_layout(name: str) -> bool:
+    return name in LAYOUT or name.startswith((".", "mlflow.db-"))
 
 
 @contextmanager
@@ -112,20 +118,39 @@ class CampaignFolder:
                 Campaign.from_record(data["campaign"]), [Unit.from_record(unit) for unit in data["units"]],
                 data["campaign"],
             )
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
             raise UserError(
                 f"{self.record_path} is not a grafs-bench campaign record ({type(error).__name__}: {error}); "
                 "pass the --out folder of a grafs-bench run"
             ) from None
 
+    def check_can_run(self, campaign: Campaign) -> None:
+        """Refuse, before anything is created, a folder ``campaign`` cannot run in: a file, a place that
+        cannot be written, a folder of another campaign, or a folder of unrelated files."""
+        check_writable_folder(self.root, "--out")
+        if self.has_record():
+            self._check_same_campaign(campaign)
+            return
+        if not self.root.exists():
+            return
+        foreign = sorted(path.name for path in self.root.iterdir() if not _in_layout(path.name))
+        if foreign:
+            raise UserError(
+                f"--out {self.root} holds other files ({foreign[0]!r}) and no {RECORD}, so it is not a campaign "
+                f"folder; pass a new or empty folder, or the folder of an earlier run of {campaign.name!r}"
+            )
+
+    def _check_same_campaign(self, campaign: Campaign) -> None:
+        previous = self.read_record().campaign
+        if previous.name != campaign.name:
+            raise UserError(
+                f"{self.root} holds campaign {previous.name!r}, not {campaign.name!r}; use another --out folder"
+            )
+
     def write_record(self, campaign: Campaign, units: list[Unit]) -> None:
         """Write the record; a folder that holds another campaign is refused."""
         if self.has_record():
-            previous = self.read_record().campaign
-            if previous.name != campaign.name:
-                raise UserError(
-                    f"{self.root} holds campaign {previous.name!r}, not {campaign.name!r}; use another --out folder"
-                )
+            self._check_same_campaign(campaign)
         write_json_atomic(self.record_path, {"campaign": asdict(campaign), "units": [u.to_record() for u in units]})
 
     # unit states ------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ resumed; all others are a deterministic function of the campaign and its seeds.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +25,7 @@ from bench.folder import CampaignFolder
 from bench.plots import COMPARISON, activation_grid, activation_values
 from bench.tasks import get_task
 from bench.units import ranked_candidates
+from grafs.files import atomic_path
 from grafs.genotype import Genotype
 
 EXECUTION_COLUMNS = ("started", "finished", "trial", "duplicate_of")
@@ -150,9 +150,8 @@ def gather(out: Path) -> dict[str, pd.DataFrame]:
     folder = campaign.tables_dir
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
-        temporary = folder / f".{name}.{os.getpid()}.parquet.tmp"
-        table.to_parquet(temporary, index=False)
-        temporary.replace(folder / f"{name}.parquet")
+        with atomic_path(folder / f"{name}.parquet") as temporary:
+            table.to_parquet(temporary, index=False)
     return tables
 
 

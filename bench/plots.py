@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from bench.activations import fixed_activation  # noqa: E402
+from grafs.files import atomic_path  # noqa: E402
 from grafs.genotype import Genotype  # noqa: E402
 
 COMPARISON = ("relu", "gelu", "silu")
@@ -47,8 +48,9 @@ def plot_activation(genotype: Genotype, path: str | Path, label: str = "found", 
     axes.legend(loc="upper left")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    temporary.replace(path)
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format=path.suffix.lstrip(".") or "png", dpi=120)
+    finally:
+        plt.close(figure)
     return path

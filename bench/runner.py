@@ -8,9 +8,12 @@ parallel workers never meet a locked database.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -84,9 +87,31 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+def _worker_setup(coordinator: int) -> None:
+    """A local worker ends with its coordinator: killed with it (even by SIGKILL, which the coordinator
+    cannot pass on), stopped cleanly by SIGTERM (temporary files removed), deaf to the terminal's Ctrl-C,
+    which the coordinator handles for all."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != coordinator:  # it died before the line above took effect
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 class LocalPool:
     def __init__(self, workers: int):
-        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        self.executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_setup,
+            initargs=(os.getpid(),),
+        )
         self.threads = threads_per_worker(workers)
 
     def submit(self, units: list[Unit], out: Path, device: str) -> list:
@@ -94,6 +119,12 @@ class LocalPool:
 
     def wait_any(self, futures: list) -> None:
         wait(futures, timeout=5.0, return_when=FIRST_COMPLETED)
+
+    def stop(self) -> None:
+        """Interrupted: the running units stop now (each removes its temporary files and is pending again)."""
+        for process in list(self.executor._processes.values()):  # the executor offers no public handle
+            if process.is_alive():
+                process.terminate()
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -109,16 +140,24 @@ class SubmititPool:
         self.executor.update_parameters(timeout_min=24 * 60, slurm_array_parallelism=workers)
         # On a cluster every job has its own node share; the local stand-in shares this machine.
         self.threads = threads_per_worker(workers) if cluster == "local" else None
+        self.jobs: list = []
 
     def submit(self, units: list[Unit], out: Path, device: str) -> list:
         with self.executor.batch():
             jobs = [self.executor.submit(execute_unit, unit, str(out), device, self.threads) for unit in units]
+        self.jobs += jobs
         return jobs
 
     def wait_any(self, jobs: list) -> None:
         deadline = time.time() + 5.0
         while time.time() < deadline and not any(job.done() for job in jobs):
             time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Interrupted: cancel the unfinished jobs (their units are pending again)."""
+        for job in self.jobs:
+            if not job.done():
+                job.cancel(check=False)
 
     def close(self) -> None:
         pass
@@ -150,6 +189,43 @@ class RunSummary:
     total: int
 
 
+PROGRESS_EVERY = 30.0
+"""Without a terminal, a progress line at a unit's end at most this often (seconds) ..."""
+PROGRESS_HEARTBEAT = 300.0
+"""... and at least this often while units run, so a log shows the run is alive."""
+
+
+class ProgressLines:
+    """Progress for a log file or a pipe, where a progress bar would be one line rewritten forever."""
+
+    def __init__(self, name: str, total: int, done: int, every: float = PROGRESS_EVERY,
+                 heartbeat: float = PROGRESS_HEARTBEAT):
+        self.name, self.total, self.done_before = name, total, done
+        self.every, self.heartbeat = every, heartbeat
+        self.started = self.last = time.monotonic()
+        self.printed = False
+
+    def update(self, done: int, running: int, failed: int, blocked: int, unit_finished: bool) -> None:
+        now = time.monotonic()
+        since = now - self.last
+        # The first finished unit is shown at once, later ones at most every ``every`` seconds.
+        if not ((unit_finished and (since >= self.every or not self.printed)) or since >= self.heartbeat):
+            return
+        self.last, self.printed = now, True
+        finished_here = done + failed + blocked - self.done_before
+        left = self.total - done - failed - blocked
+        elapsed = now - self.started
+        eta = f"about {_duration(elapsed / finished_here * left)} left" if finished_here > 0 else "time left unknown"
+        print(f"campaign {self.name}: {done}/{self.total} units done, {running} running, {failed} failed, "
+              f"{blocked} blocked; {eta} ({_duration(elapsed)} elapsed)", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
 def run_campaign(
     campaign: Campaign,
     out: Path,
@@ -157,8 +233,14 @@ def run_campaign(
     executor: str = "local",
     on_finished: Callable[[Unit, Outcome], None] | None = None,
     progress: bool | None = None,
+    progress_every: float = PROGRESS_EVERY,
 ) -> RunSummary:
-    """Run every unfinished unit of ``campaign`` in ``out``; finished units are skipped."""
+    """Run every unfinished unit of ``campaign`` in ``out``; finished units are skipped.
+
+    Progress goes to stderr: a bar on a terminal (``progress`` None: when stderr is one), else
+    :class:`ProgressLines` at most every ``progress_every`` seconds. An interruption (Ctrl-C, or
+    SIGTERM turned into KeyboardInterrupt by the command line) stops the running units too.
+    """
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     units = expand(campaign)
@@ -171,13 +253,10 @@ def run_campaign(
     failed: set[str] = set()
     blocked: set[str] = set()
     running: dict = {}
-    bar = tqdm(
-        total=len(units),
-        initial=len(units) - len(pending),
-        desc=f"campaign {campaign.name}",
-        unit="unit",
-        disable=not (progress if progress is not None else os.isatty(2)),
-    )
+    terminal = progress if progress is not None else os.isatty(2)
+    bar = tqdm(total=len(units), initial=len(units) - len(pending), desc=f"campaign {campaign.name}", unit="unit",
+               disable=not terminal)
+    lines = None if terminal else ProgressLines(campaign.name, len(units), len(units) - len(pending), progress_every)
     pool = make_pool(executor, workers, out)
     try:
         while pending or running:
@@ -199,7 +278,8 @@ def run_campaign(
                 break
             pool.wait_any(list(running))
             bar.set_postfix_str(_running_progress(folder, running.values(), len(failed)), refresh=True)
-            for future in [f for f in running if f.done()]:
+            finished = [f for f in running if f.done()]
+            for future in finished:
                 unit = running.pop(future)
                 try:
                     outcome = future.result()
@@ -217,6 +297,12 @@ def run_campaign(
                 bar.update()
                 if on_finished:
                     on_finished(unit, outcome)
+            if lines:
+                done = sum(state == DONE for state in states.values())
+                lines.update(done, len(running), len(failed), len(blocked), unit_finished=bool(finished))
+    except BaseException:
+        pool.stop()
+        raise
     finally:
         pool.close()
         bar.close()

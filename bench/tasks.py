@@ -13,6 +13,9 @@ from dataclasses import dataclass, field, replace
 
 from bench.registry import Registry
 
+MAX_SEED = 2**32 - 1
+"""The largest seed of a search or a training: Optuna's samplers seed numpy, which takes seeds below 2**32."""
+
 
 @dataclass(frozen=True)
 class Recipe:

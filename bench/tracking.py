@@ -11,6 +11,7 @@ workers their next units without waiting for MLflow.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import queue
@@ -86,6 +87,8 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        for logger in ("mlflow", "alembic"):  # their INFO lines (creating and migrating tables) are noise here
+            logging.getLogger(logger).setLevel(logging.WARNING)
         self.out, self.folder = out, CampaignFolder(out)
         self.uri = tracking_uri(out)
         self.lock = self.folder.mlflow_lock

@@ -17,7 +17,7 @@ from bench.methods import METHODS
 from bench.outputs import save_search_outcome, save_train_result
 from bench.tasks import Metric, get_task, scaled_task
 from bench.training import load_task_data, resolve_device, train
-from grafs.files import write_json_atomic
+from grafs.files import atomic_path, write_json_atomic
 from grafs.genotype import Genotype
 
 BUDGET_COLUMNS = {"seconds": "wall_seconds", "sample_passes": "sample_passes", "epoch_equivalents": "epoch_equivalents"}
@@ -84,9 +84,8 @@ def _continue_study(previous: Path, folder: Path) -> None:
     study = previous / STUDY_FILE
     if study.exists() and not (folder / STUDY_FILE).exists():
         folder.mkdir(parents=True, exist_ok=True)
-        temporary = folder / f".{STUDY_FILE}.tmp"
-        shutil.copyfile(study, temporary)
-        temporary.replace(folder / STUDY_FILE)
+        with atomic_path(folder / STUDY_FILE) as temporary:
+            shutil.copyfile(study, temporary)
 
 
 def ranked_candidates(trace: list[dict], metric: Metric) -> list[dict]:

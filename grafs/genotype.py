@@ -105,7 +105,7 @@ class Genotype:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise UserError(f"genotype file {path} does not exist; pass the path of a genotype.json") from None
-        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+        except (OSError, UnicodeDecodeError) as error:
             raise UserError(
                 f"genotype file {path} cannot be read ({type(error).__name__}); pass a genotype.json"
             ) from None
@@ -115,6 +115,8 @@ class Genotype:
             raise UserError(
                 f"{path} is not valid JSON ({error.msg} at line {error.lineno}); expected {_EXAMPLE}"
             ) from None
+        except (ValueError, RecursionError) as error:  # a number of too many digits, nesting too deep
+            raise UserError(f"{path} is not a genotype file ({type(error).__name__}); expected {_EXAMPLE}") from None
         return cls.from_dict(data, source=str(path))
 
     # Serialisation ----------------------------------------------------------------------

@@ -61,7 +61,7 @@ CIFAR100 = CifarArchive(  # two label bytes, coarse then fine: the fine label is
 def _not_found(title: str, root: Path, missing: Path, what: str, url: str) -> UserError:
     return UserError(
         f"{title} not found in {root} (no {missing.relative_to(root)}): put {what} there (from {url}) "
-        "or pass --download on a machine with a network"
+        "or pass --download to grafs-bench train or search on a machine with a network"
     )
 
 
@@ -133,7 +133,7 @@ def _read_svhn(path: Path) -> Arrays:
     try:
         contents = scipy.io.loadmat(path)
         x, y = contents["X"], contents["y"]
-    except (OSError, ValueError, KeyError, NotImplementedError) as error:
+    except (OSError, ValueError, KeyError, NotImplementedError, scipy.io.matlab.MatReadError) as error:
         raise UserError(f"{path} is not an SVHN .mat file ({type(error).__name__}: {error}): "
                         "delete it and fetch it again") from None
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != y.size:

@@ -8,8 +8,6 @@ half is test.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch
 
 from bench.data.base import LanguageData, default_data_dir
 from grafs.errors import UserError
+from grafs.files import atomic_path
 
 VOCAB_SIZE = 50257
 HF_DATASET = "roneneldan/TinyStories"
@@ -28,7 +27,8 @@ ENCODE_BATCH = 10_000
 def _tokens(path: Path) -> torch.Tensor:
     size = path.stat().st_size
     if size == 0 or size % 2:
-        raise UserError(f"{path} is not a file of uint16 tokens ({size} bytes): delete it and run prepare_tinystories")
+        raise UserError(f"{path} is not a file of uint16 tokens ({size} bytes): "
+                        "delete it and run `grafs-bench prepare tinystories`")
     return torch.from_file(str(path), shared=False, size=size // 2, dtype=torch.uint16)
 
 
@@ -40,8 +40,8 @@ def load_tinystories(data_dir: Path, download: bool) -> LanguageData:
     for path in paths:
         if not path.is_file():
             raise UserError(f"TinyStories not found in {root} (no {path.name}): put train.bin and val.bin there "
-                            "(GPT-2 tokens, written by bench.data.tinystories.prepare_tinystories) "
-                            "or pass --download on a machine with a network")
+                            "(GPT-2 tokens, written by `grafs-bench prepare tinystories`) "
+                            "or pass --download to grafs-bench train or search on a machine with a network")
     train, val = (_tokens(path) for path in paths)
     half = len(val) // 2
     return LanguageData("tinystories", train, val[:half], val[half:], vocab_size=VOCAB_SIZE)
@@ -49,17 +49,11 @@ def load_tinystories(data_dir: Path, download: bool) -> LanguageData:
 
 def _write_tokens(batches: Iterable[list[str]], encoding, path: Path) -> None:
     """Encode every story, append end-of-text, and write uint16 ids through a temporary file and a rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            for batch in batches:
-                stories = encoding.encode_ordinary_batch(batch)
-                ids = [token for story in stories for token in (*story, encoding.eot_token)]
-                np.asarray(ids, dtype=np.uint16).tofile(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+        for batch in batches:
+            stories = encoding.encode_ordinary_batch(batch)
+            ids = [token for story in stories for token in (*story, encoding.eot_token)]
+            np.asarray(ids, dtype=np.uint16).tofile(stream)
 
 
 def prepare_tinystories(data_dir: str | Path | None = None) -> Path:

@@ -9,8 +9,6 @@ each rather than sitting side by side.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from bench.report.intervals import Normalised, profile_band  # noqa: E402
 from bench.report.stats import ALPHA, Friedman  # noqa: E402
 from bench.report.tables import NORMALISED_FLOOR, Entry, entries, normalised_text  # noqa: E402
 from bench.tasks import Metric, get_task  # noqa: E402
+from grafs.files import atomic_path  # noqa: E402
 
 METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}
 DPI = 120
@@ -59,14 +58,8 @@ def _theme(style: str = "whitegrid") -> Iterator[None]:
 def save(figure, folder: Path, name: str, caption: str) -> Figure:
     folder.mkdir(parents=True, exist_ok=True)
     for extension, metadata in METADATA.items():
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=f".{extension}")
-        os.close(handle)
-        try:
+        with atomic_path(folder / f"{name}.{extension}") as temporary:
             figure.savefig(temporary, format=extension, dpi=DPI, metadata=metadata, bbox_inches="tight")
-            os.replace(temporary, folder / f"{name}.{extension}")
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
     plt.close(figure)
     return Figure(name, caption, folder / f"{name}.png")
 
