@@ -112,8 +112,8 @@ def build_report(out: Path) -> Path:
     else:
         blocks.append(Paragraph("No proxy-fidelity points: no retrained black-box candidate has a proxy score in the "
                                 "gathered tables (the campaign has no black-box method, none of their searches and "
-                                f"retrainings finished, or the tables predate that column: run `grafs-bench gather "
-                                f"{inputs.out}`)."))
+                                "retrainings finished, or the tables predate that column: run `grafs-bench gather` "
+                                "on this folder)."))
     blocks.append(Heading(2, "Statistics"))
     blocks += [Paragraph(line) for line in stats.summary(tests, friedman, reference, blocks_table)]
     if not tests.empty:
@@ -129,8 +129,8 @@ def build_report(out: Path) -> Path:
     if not finished.empty:
         blocks.append(figures.cost_versus_metric(units, scores, campaign, figure_dir))
     if inputs.curves.empty and not finished.empty:
-        blocks.append(Paragraph(f"No activation plots: the gathered tables hold no activation curves "
-                                f"(tables/activation_curves.parquet); run `grafs-bench gather {inputs.out}`."))
+        blocks.append(Paragraph("No activation plots: the gathered tables hold no activation curves "
+                                "(tables/activation_curves.parquet); run `grafs-bench gather` on this folder."))
     for task in campaign.tasks:
         if (finished["task"] == task).any() and not inputs.curves.empty:
             blocks.append(figures.activations(units, scores, inputs.curves, campaign, task, figure_dir))

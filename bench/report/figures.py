@@ -406,10 +406,16 @@ def critical_difference(result: Friedman, folder: Path) -> Figure:
     label_width = longest * FONT["font.size"] * 0.6 / 72  # inches: about 0.6 em per character
     with plt.rc_context(FONT):
         figure, axis = plt.subplots(figsize=(max(3.0, MAX_WIDTH - 2 * label_width - 0.3), height))
-        scikit_posthocs.critical_difference_diagram(
+        drawn = scikit_posthocs.critical_difference_diagram(
             result.average_ranks, significance, alpha=ALPHA, ax=axis,
             label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
             label_props={"fontsize": FONT["font.size"]})
+        # The library joins a bar's points in the iteration order of a set of names, which changes
+        # from process to process: drawn left to right, the same bar gives the same pixels.
+        for lines in drawn["crossbars"]:
+            for line in lines:
+                x, y = line.get_data()
+                line.set_data(sorted(x), y)
     caption = (
         f"Critical-difference diagram (scikit-posthocs; Nemenyi test after Friedman, alpha = {ALPHA}, "
         f"{result.blocks} blocks, CD = {result.critical_difference:.2f}): average ranks, 1 is best; activations "
