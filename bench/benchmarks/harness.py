@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from bench.benchmarks.supernet import CLOCKS
+from bench.benchmarks.supernet import CLOCKS, load_average
 from bench.campaign import parse_campaign
 from bench.folder import CampaignFolder
 from bench.gather import gather
@@ -167,10 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
-    load = os.getloadavg()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.clock} clock, "
-        f"load {load[0]:.2f} {load[1]:.2f}"
+        f"load {load_average()}"
     )
     genotypes = typical_genotypes(args.random_genotypes)
     medians = {
@@ -188,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             overhead = harness_overhead(folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-    load = os.getloadavg()
-    print(f"load at the end {load[0]:.2f} {load[1]:.2f}")
+    print(f"load at the end {load_average()}")
     print(f"genotype_step_ratio={max(medians.values()):.2f} harness_overhead={overhead:.3f}")
     return 0
 

@@ -233,6 +233,12 @@ def report(workload: Workload, seconds: dict, peaks: dict, device: torch.device)
     return ratios
 
 
+def load_average() -> str:
+    """The 1- and 5-minute load averages: ratios measured on a busy machine need them beside them."""
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} {five:.2f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.benchmarks.supernet", description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
@@ -259,10 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    load = os.getloadavg()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}, {args.clock} clock, "
-        f"load {load[0]:.2f} {load[1]:.2f}",
+        f"load {load_average()}",
         flush=True,
     )
     chosen = [workloads["resnet20"]] + ([] if args.skip_gpt else [workloads["gpt_mini"]])
@@ -276,8 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             peaks = {run: step_memory(workload, *run, device) for run in runs}
         ratios[workload.name] = report(workload, seconds, peaks, device)
     time_ratio, memory_ratio = ratios["resnet20"]["full-fast"]
-    load = os.getloadavg()
-    print(f"load at the end {load[0]:.2f} {load[1]:.2f}")
+    print(f"load at the end {load_average()}")
     print(f"supernet_time_ratio={time_ratio:.2f} supernet_mem_ratio={memory_ratio:.2f}")
     return 0
 
