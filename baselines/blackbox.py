@@ -191,6 +191,7 @@ class BlackBoxSearcher(Searcher):
             )
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(trial.number, state=TrialState.FAIL)  # killed mid-candidate: its work is lost
+        continue_random_sequence(study)
         return study
 
     def _candidate(
@@ -350,6 +351,24 @@ class Ledger:
             },
             scored_on="last 25 % of the training split, after the proxy training",
         )
+
+
+def continue_random_sequence(study: optuna.Study) -> None:
+    """Put a reopened study's ``RandomSampler`` where an uninterrupted search's stands.
+
+    Optuna's random sampler restarts its sequence when a study is reopened (a resumed search, or a
+    larger budget continuing a smaller one's study), so it would propose the study's first
+    candidates again. Drawing once more for every finished candidate it proposed (enqueued proposals
+    excepted) replays its state: the next candidate is the one an uninterrupted search would draw.
+    """
+    sampler = study.sampler
+    if not isinstance(sampler, RandomSampler):
+        return
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if "fixed_params" in trial.system_attrs:
+            continue
+        for name, distribution in trial.distributions.items():
+            sampler.sample_independent(study, trial, name, distribution)
 
 
 def study_storage(path: Path) -> optuna.storages.RDBStorage:

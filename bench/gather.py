@@ -82,7 +82,8 @@ def _unit_row(unit: Unit, state: str, folder: Path, searches: dict[str, list[dic
         if spec.method != "grafs":
             ranked = ranked_candidates(_read(folder / "trace.json") or [], get_task(spec.task).metric)
             searches[unit.id] = ranked
-            row["incumbent_trial"] = ranked[0].get("trial") if ranked else None
+            # Its position among the candidates (Optuna's trial numbers also count interrupted trials).
+            row["incumbent_step"] = ranked[0]["step"] if ranked else None
     else:
         metrics = _read(folder / "metrics.json") or {}
         values = metrics.get("metrics", {})

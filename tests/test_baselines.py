@@ -102,6 +102,18 @@ def test_same_seed_proposes_the_same_sequence_of_genotypes(method, tmp_path):
     assert proposals(1, "c") != first
 
 
+def test_a_reopened_random_study_continues_its_sequence(tmp_path):
+    """A larger budget (or a resume) continuing a random search draws what one uninterrupted search draws,
+    instead of proposing the study's first candidates again."""
+    def fingerprints(budget: float, folder: str) -> list[str]:
+        outcome = searcher("random").run(tiny_task(), 0, sample_budget(budget), FakeScore(), tmp_path / folder, 200)
+        return [row["fingerprint"] for row in outcome.trace]
+
+    whole = fingerprints(10, "whole")
+    first = fingerprints(4, "parts")
+    assert fingerprints(10, "parts") == whole and whole[: len(first)] == first
+
+
 @pytest.mark.parametrize("tune_betas", [False, True])
 def test_mutations_stay_in_the_space(tune_betas):
     space = distributions(tune_betas=tune_betas)

@@ -410,12 +410,12 @@ def test_search_details_count_generations_incumbent_origins_and_stopped_candidat
     units = pd.DataFrame({
         "unit_id": ["evolution-0", "evolution-1", "pangaea-0", "asha-0"], "kind": "search", "state": "done",
         "method": ["evolution", "evolution", "pangaea", "asha"], "config_population": [4.0, 4.0, 4.0, None],
-        "config_offspring": [None, None, 2.0, None], "incumbent_trial": [2.0, 9.0, 7.0, 1.0],
+        "config_offspring": [None, None, 2.0, None], "incumbent_step": [2.0, 9.0, 7.0, 1.0],
     })
     trace = pd.DataFrame({
         "unit_id": ["evolution-0"] * 10 + ["evolution-1"] * 10 + ["pangaea-0"] * 9 + ["asha-0"] * 5,
         "status": ["ok"] * 29 + ["pruned", "pruned", "ok", "pruned", "ok"],
-        "rung": [None] * 29 + [0.0, 0.0, 1.0, 1.0, 1.0],
+        "resource": [None] * 29 + [0.0, 0.0, 1.0, 1.0, 1.0],
     })
     details = search_details(units, trace)
     assert details["generations"].tolist()[:3] == [2.0, 2.0, 3.0]  # 10 // 4; PANGAEA: 1 + (9 - 4) // 2

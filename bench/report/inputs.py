@@ -21,7 +21,7 @@ NOT_GATHERED = "not gathered"
 RESULT_COLUMNS = (
     "state", "method", "status", "error", "formula", "genotype", "cost_wall_seconds", "cost_epoch_equivalents",
     "cost_full_trainings", "budget_spent_share", "candidates", "val_metric", "test_metric", "proxy_score",
-    "incumbent_trial", "config_population", "config_offspring",
+    "incumbent_step", "config_population", "config_offspring",
 )
 TRACE_COLUMNS = (
     "unit_id", "label", "task", "seed", "budget_multiple", "step", "status", "incumbent_score", "wall_seconds",

@@ -232,7 +232,7 @@ def candidates(units: pd.DataFrame, trace: pd.DataFrame) -> pd.Series:
 def search_details(units: pd.DataFrame, trace: pd.DataFrame) -> pd.DataFrame:
     """Per finished black-box search: ``generations`` completed and whether its incumbent came from the
     initial random sample (searches with a population), and ``stopped_rung_<r>``: candidates a
-    multi-fidelity search stopped at rung r (trace rows with status "pruned")."""
+    multi-fidelity search stopped after r checkpoints (trace rows with status "pruned" and their "resource")."""
     searches = units[(units["kind"] == "search") & (units["state"] == "done") & (units["method"] != "grafs")]
     details = pd.DataFrame(index=pd.Index(searches["unit_id"], name="unit_id"))
     if trace.empty:
@@ -246,11 +246,11 @@ def search_details(units: pd.DataFrame, trace: pd.DataFrame) -> pd.DataFrame:
     steady = np.floor(trials / population)
     bred = 1 + np.floor((trials - population).clip(lower=0) / offspring)
     details["generations"] = bred.where(offspring.notna() & (trials >= population), steady)
-    incumbent = pd.to_numeric(searches.set_index("unit_id")["incumbent_trial"], errors="coerce")
+    incumbent = pd.to_numeric(searches.set_index("unit_id")["incumbent_step"], errors="coerce")
     details["from_initial_sample"] = (incumbent < population).where(population.notna() & incumbent.notna())
-    if "rung" in own.columns:
+    if "resource" in own.columns:  # the checkpoints a multi-fidelity candidate ran: the rung it reached
         pruned = own[own["status"] == "pruned"]
-        counts = pruned.groupby(["unit_id", "rung"]).size().unstack(fill_value=0)
+        counts = pruned.groupby(["unit_id", "resource"]).size().unstack(fill_value=0)
         for rung in counts.columns:
             details[f"stopped_rung_{rung:g}"] = counts[rung].reindex(details.index).fillna(0).astype(float)
     return details
