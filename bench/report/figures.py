@@ -64,6 +64,12 @@ def save(figure, folder: Path, name: str, caption: str) -> Figure:
     return Figure(name, caption, folder / f"{name}.png")
 
 
+def _legend_beside(figure, handles: list) -> None:
+    """One legend for all panels, to the right of them, then the panels laid out."""
+    figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    figure.tight_layout()
+
+
 def _scale(metric: Metric) -> float:
     return 100.0 if metric.name == "accuracy" else 1.0
 
@@ -364,8 +370,7 @@ def activations(units: pd.DataFrame, scores: pd.DataFrame, curves: pd.DataFrame,
         handles = [h for h, label in zip(handles, labels, strict=True) if label in comparison]
         handles += [matplotlib.lines.Line2D([], [], color="black", lw=2.2, label="best retrained seed"),
                     matplotlib.lines.Line2D([], [], color="0.55", lw=0.8, label="other seeds")]
-        figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-        figure.tight_layout()
+        _legend_beside(figure, handles)
     caption = (
         f"Activations found on {task}, per method (black-box methods at their largest budget): the seed whose "
         f"activation retrained best in black, the other seeds in grey; {', '.join(comparison)} dashed. The y-range "
@@ -457,8 +462,7 @@ def performance_profiles(normalised: Normalised, campaign: Campaign, folder: Pat
         handles = [matplotlib.lines.Line2D([], [], color=palette[label], lw=2, label=label) for label in palette]
         handles += [matplotlib.lines.Line2D([], [], color=colour, lw=2, ls=style, label=name)
                     for name, (colour, style) in fixed_styles.items()]
-        figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-        figure.tight_layout()
+        _legend_beside(figure, handles)
     caption = (
         "Performance profiles: for each normalised score τ, the share of runs scoring above it (each search "
         f"task weighted equally, over {', '.join(normalised.tasks)}), with pointwise 95 % bootstrap bands; one "
@@ -495,8 +499,7 @@ def proxy_scatter(points: pd.DataFrame, campaign: Campaign, folder: Path) -> Fig
             axis.set_ylabel(_axis_label("retrained test", metric))
         handles = [matplotlib.lines.Line2D([], [], color=palette[label], marker=markers[label], ls="", label=label,
                                            markerfacecolor="none", markeredgewidth=1.4) for label in labels]
-        figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-        figure.tight_layout()
+        _legend_beside(figure, handles)
     caption = (
         "Proxy fidelity: each retrained black-box candidate (searches at the largest budget, each search's top "
         f"{campaign.top_k} by proxy score), its proxy score against its test metric after retraining on the "
