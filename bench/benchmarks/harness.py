@@ -60,8 +60,7 @@ HARNESS_CAMPAIGN = {
     "fixed": ["relu"],
     "methods": ["grafs", "random"],
     "evaluation": {"seeds": [0], "targets": []},
-    # The cpu study's lengths (bench/campaigns/cpu.toml): the harness's share of its units.
-    "scale": {"search_epochs": 3, "retrain_epochs": 3, "proxy_epochs": 1},
+    # The task's own recipes, as a converged study runs them: the harness's share of such units.
 }
 
 
