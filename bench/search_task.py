@@ -16,7 +16,6 @@ from bench.searchers import Searcher, SearchOutcome, improves, spending, trace_r
 from bench.tasks import Task
 from bench.training import (
     BatchStream,
-    Cost,
     batch_loss,
     build_model,
     evaluate,
@@ -26,6 +25,7 @@ from bench.training import (
 )
 from grafs.batch import Batch
 from grafs.config import SearchConfig, SearchOptions
+from grafs.cost import Cost
 
 ARCH_SHARE = 0.25
 """The last quarter of the training split trains alpha and beta; the first three quarters the weights."""

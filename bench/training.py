@@ -20,9 +20,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from bench.data import load_dataset
-from bench.data.base import Batch, Dataset, Part
+from bench.data.base import Dataset, Part
 from bench.models import create_model
 from bench.tasks import Recipe, Task
+from grafs.batch import Batch
 from grafs.cost import Cost
 from grafs.errors import Diverged, UserError
 from grafs.steps import AccumulatedStep
