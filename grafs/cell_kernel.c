@@ -9,7 +9,10 @@
  * pass recomputes the forward block by block from the saved input, evaluating every op's value
  * and derivative together once. The three unary slots that read x (u0, u1, u3) share each op
  * evaluation, and the elementwise math calls glibc's vector math library (libmvec) when
- * GRAFS_VECTOR_MATH is defined.
+ * GRAFS_VECTOR_MATH is defined. Which ops each slot sums with which weights is worked out once per
+ * call (group_schedule), not per block. For fixed weights and betas (a found activation) one
+ * forward-mode pass gives the output and its derivative by x (tangent_task), which is all such a
+ * node keeps for its backward pass.
  *
  * The math must match grafs/ops.py (the single source of truth); tests/test_cell.py compares
  * outputs and gradients with the plain PyTorch path. Derivatives follow PyTorch's autograd
@@ -186,8 +189,12 @@ static void input_prepare(Input *in, int code, int derivative) {
         in->have_exp = 1;
     }
     if (needs_sigmoid(code) && !in->have_sigmoid) {
-        /* 1 / (1 + exp(-x)): exp(x) = 0 gives 0 and exp(x) = inf gives 1, as in PyTorch. */
-        SIMD for (int i = 0; i < in->padded; i++) in->sigmoid[i] = 1.0f / (1.0f + 1.0f / in->exp[i]);
+        /* e / (1 + e), one division instead of the two of 1 / (1 + 1 / e); exp(x) = inf gives 1 and
+         * exp(x) = 0 gives 0, as PyTorch's 1 / (1 + exp(-x)) does. */
+        SIMD for (int i = 0; i < in->padded; i++) {
+            const float e = in->exp[i];
+            in->sigmoid[i] = e == INFINITY ? 1.0f : e / (1.0f + e);
+        }
         in->have_sigmoid = 1;
     }
 }
@@ -216,9 +223,18 @@ static float total(const float *a, int n) {
  * in x and fold into out[j] = slope[j] * x + shift[j] + ...
  */
 typedef struct {
+    int used, candidate[MAX_UNARY], code[MAX_UNARY]; /* the active beta-free ops, each evaluated once */
+    int terms[3], term[3][MAX_UNARY];                 /* per slot: which of them it sums ... */
+    float weight[3][MAX_UNARY];                       /* ... with which weights */
+    float slope[3], shift[3];                         /* the beta ops, folded */
+    int linear[3];
+} Schedule;
+
+typedef struct {
     int slots[3], nslots;
     float *out[3], *deriv[3];
     float (*value)[BLOCK], (*dvalue)[BLOCK]; /* [candidate][BLOCK], filled for active beta-free ops */
+    Schedule schedule;                       /* the same for every block of a call: see group_schedule */
 } Group;
 
 typedef float Chunk __attribute__((vector_size(CHUNK * sizeof(float))));
@@ -271,64 +287,59 @@ static void evaluate_op(const Cell *cell, int code, const Input *in, float *valu
     }
 }
 
-static void group_forward(const Cell *cell, Group *g, Input *in, int derivative) {
+/* What group_forward computes for every block of a call, worked out once per call and thread. */
+static void group_schedule(const Cell *cell, Group *g) {
+    Schedule *p = &g->schedule;
     const int first = cell->offset[g->slots[0]], count = cell->offset[g->slots[0] + 1] - first;
-    float slope[3] = {0.0f, 0.0f, 0.0f}, shift[3] = {0.0f, 0.0f, 0.0f};
-    int linear[3] = {0, 0, 0}, ops[MAX_UNARY], used = 0;
-    float weight[MAX_UNARY][3];
-    unsigned char on[MAX_UNARY][3];
+    memset(p, 0, sizeof *p);
     for (int k = 0; k < count; k++) {
         const int code = cell->code[first + k];
         int any = 0;
-        for (int j = 0; j < 3; j++) {
+        for (int j = 0; j < g->nslots; j++) {
             const int idx = cell->offset[g->slots[j]] + k;
-            on[used][j] = j < g->nslots && cell->active[idx];
-            weight[used][j] = on[used][j] ? cell->w[idx] : 0.0f;
-            any |= on[used][j];
-            if (!on[used][j] || !is_beta_op(code)) continue;
+            if (!cell->active[idx]) continue;
             const float w = cell->w[idx], b = cell->beta[idx];
+            any = 1;
             if (code == U_ADD_BETA) {
-                slope[j] += w;
-                shift[j] += w * b;
-                linear[j] = 1;
+                p->slope[j] += w;
+                p->shift[j] += w * b;
+                p->linear[j] = 1;
             } else if (code == U_MUL_BETA) {
-                slope[j] += w * b;
-                linear[j] = 1;
+                p->slope[j] += w * b;
+                p->linear[j] = 1;
+            } else if (code == U_BETA) {
+                p->shift[j] += w * b;
             } else {
-                shift[j] += w * b;
+                p->term[j][p->terms[j]] = p->used;
+                p->weight[j][p->terms[j]++] = w;
             }
         }
         if (!any || is_beta_op(code)) continue;
-        input_prepare(in, code, derivative);
-        evaluate_op(cell, code, in, g->value[k], g->dvalue[k], derivative);
-        ops[used++] = k;
+        p->candidate[p->used] = k;
+        p->code[p->used++] = code;
+    }
+}
+
+static void group_forward(const Cell *cell, Group *g, Input *in, int derivative) {
+    const Schedule *p = &g->schedule;
+    for (int q = 0; q < p->used; q++) {
+        input_prepare(in, p->code[q], derivative);
+        evaluate_op(cell, p->code[q], in, g->value[p->candidate[q]], g->dvalue[p->candidate[q]], derivative);
     }
     const Chunk zero = {0};
     for (int start = 0; start < in->padded; start += CHUNK) {
-        /* Without add_beta or mul_beta, x stays out: 0 * x would turn an infinite x into NaN. */
         const Chunk x = chunk_load(in->x + start);
-        Chunk o0 = linear[0] ? slope[0] * x + shift[0] : zero + shift[0];
-        Chunk o1 = linear[1] ? slope[1] * x + shift[1] : zero + shift[1];
-        Chunk o2 = linear[2] ? slope[2] * x + shift[2] : zero + shift[2];
-        Chunk d0 = zero + slope[0], d1 = zero + slope[1], d2 = zero + slope[2];
-        for (int q = 0; q < used; q++) {
-            const float *w = weight[q];
-            const unsigned char *active = on[q];
-            const Chunk v = chunk_load(g->value[ops[q]] + start);
-            if (active[0]) o0 += w[0] * v;
-            if (active[1]) o1 += w[1] * v;
-            if (active[2]) o2 += w[2] * v;
-            if (derivative) {
-                const Chunk dv = chunk_load(g->dvalue[ops[q]] + start);
-                if (active[0]) d0 += w[0] * dv;
-                if (active[1]) d1 += w[1] * dv;
-                if (active[2]) d2 += w[2] * dv;
-            }
-        }
-        const Chunk outs[3] = {o0, o1, o2}, derivs[3] = {d0, d1, d2};
         for (int j = 0; j < g->nslots; j++) {
-            chunk_store(g->out[j] + start, outs[j]);
-            if (derivative) chunk_store(g->deriv[j] + start, derivs[j]);
+            /* Without add_beta or mul_beta, x stays out: 0 * x would turn an infinite x into NaN. */
+            Chunk o = p->linear[j] ? p->slope[j] * x + p->shift[j] : zero + p->shift[j];
+            Chunk d = zero + p->slope[j];
+            for (int t = 0; t < p->terms[j]; t++) {
+                const int k = p->candidate[p->term[j][t]];
+                o += p->weight[j][t] * chunk_load(g->value[k] + start);
+                if (derivative) d += p->weight[j][t] * chunk_load(g->dvalue[k] + start);
+            }
+            chunk_store(g->out[j] + start, o);
+            if (derivative) chunk_store(g->deriv[j] + start, d);
         }
     }
 }
@@ -543,12 +554,92 @@ static void binary_backward(const Cell *cell, int slot, const float *a, const fl
     }
 }
 
+/* Forward-mode derivative of binary_forward: with da = da/dx and db = db/dx given, out as in
+ * binary_forward and dout = d out / dx, by the same derivative conventions as binary_backward. */
+static void binary_tangent(const Cell *cell, int slot, const float *a, const float *da, const float *b,
+                           const float *db, int n, float *out, float *dout) {
+    const int first = cell->offset[slot], count = cell->offset[slot + 1] - first;
+    const float r = GRAFS_SQRT_INF;
+    const int bounded = cell->bounded, edges = cell->edges;
+    memset(out, 0, sizeof(float) * n);
+    memset(dout, 0, sizeof(float) * n);
+    for (int k = 0; k < count; k++) {
+        const int idx = first + k;
+        if (!cell->active[idx]) continue;
+        const float w = cell->w[idx];
+        switch (cell->code[idx]) {
+        case B_ADD:
+            SIMD for (int i = 0; i < n; i++) {
+                out[i] += w * (a[i] + b[i]);
+                dout[i] += w * da[i] + w * db[i];
+            }
+            break;
+        case B_SUB:
+            SIMD for (int i = 0; i < n; i++) {
+                out[i] += w * (a[i] - b[i]);
+                dout[i] += w * da[i] - w * db[i];
+            }
+            break;
+        case B_MUL:
+            SIMD for (int i = 0; i < n; i++) {
+                const float ca = bounded ? clampf(a[i], -r, r) : a[i], cb = bounded ? clampf(b[i], -r, r) : b[i];
+                const float ma = bounded ? inside(a[i], -r, r, edges) : 1.0f;
+                const float mb = bounded ? inside(b[i], -r, r, edges) : 1.0f;
+                out[i] += w * (ca * cb);
+                dout[i] += w * cb * ma * da[i] + w * ca * mb * db[i];
+            }
+            break;
+        case B_MAX:
+            SIMD for (int i = 0; i < n; i++) {
+                const float pa = a[i] > b[i] ? 1.0f : (a[i] == b[i] ? 0.5f : 0.0f);
+                out[i] += w * (a[i] >= b[i] ? a[i] : b[i]);
+                dout[i] += w * pa * da[i] + w * (1.0f - pa) * db[i];
+            }
+            break;
+        case B_MIN:
+            SIMD for (int i = 0; i < n; i++) {
+                const float pa = a[i] < b[i] ? 1.0f : (a[i] == b[i] ? 0.5f : 0.0f);
+                out[i] += w * (a[i] <= b[i] ? a[i] : b[i]);
+                dout[i] += w * pa * da[i] + w * (1.0f - pa) * db[i];
+            }
+            break;
+        case B_SIG_MUL:
+            SIMD for (int i = 0; i < n; i++) {
+                const float s = 1.0f / (1.0f + expf(-a[i]));
+                out[i] += w * (s * b[i]);
+                dout[i] += w * ((1.0f - s) * s) * b[i] * da[i] + w * s * db[i];
+            }
+            break;
+        case B_BETA_MIX: {
+            const float s = sigmoid_scalar(cell->beta[idx]);
+            SIMD for (int i = 0; i < n; i++) {
+                out[i] += w * (s * a[i] + (1.0f - s) * b[i]);
+                dout[i] += w * s * da[i] + w * (1.0f - s) * db[i];
+            }
+            break;
+        }
+        case B_LEFT:
+            SIMD for (int i = 0; i < n; i++) {
+                out[i] += w * a[i];
+                dout[i] += w * da[i];
+            }
+            break;
+        case B_RIGHT:
+            SIMD for (int i = 0; i < n; i++) {
+                out[i] += w * b[i];
+                dout[i] += w * db[i];
+            }
+            break;
+        }
+    }
+}
+
 /* Per-thread scratch for one block. */
 typedef struct {
     Input xin, b0in;
     float m0[BLOCK], m1[BLOCK], m3[BLOCK], b0[BLOCK], m2[BLOCK];
     float d0[BLOCK], d1[BLOCK], d3[BLOCK], d2[BLOCK];
-    float g0[BLOCK], g1[BLOCK], g2[BLOCK], g3[BLOCK], gb0[BLOCK], ones[BLOCK];
+    float g0[BLOCK], g1[BLOCK], g2[BLOCK], g3[BLOCK], gb0[BLOCK], db0[BLOCK], dm2[BLOCK];
     float xvalue[MAX_UNARY][BLOCK], b0value[MAX_UNARY][BLOCK], xdvalue[MAX_UNARY][BLOCK], b0dvalue[MAX_UNARY][BLOCK];
     Group xgroup, u2group;
 } Workspace;
@@ -558,7 +649,6 @@ static void workspace_init(Workspace *ws) {
     Group u2 = {{3, 3, 3}, 1, {ws->m2, NULL, NULL}, {ws->d2, NULL, NULL}, ws->b0value, ws->b0dvalue};
     ws->xgroup = x;
     ws->u2group = u2;
-    for (int i = 0; i < BLOCK; i++) ws->ones[i] = 1.0f;
 }
 
 /* Slot outputs u0, u1, u3, b0, u2 of one block (and, with derivative, what the backward needs). */
@@ -591,8 +681,18 @@ static Workspace *workspace(void) {
     return thread_workspace;
 }
 
-static void forward_task(Task *t) {
+/* This thread's workspace, scheduled for the call's cell (NULL when memory ran out). */
+static Workspace *scheduled_workspace(const Cell *cell) {
     Workspace *ws = workspace();
+    if (ws) {
+        group_schedule(cell, &ws->xgroup);
+        group_schedule(cell, &ws->u2group);
+    }
+    return ws;
+}
+
+static void forward_task(Task *t) {
+    Workspace *ws = scheduled_workspace(t->cell);
     if (!ws) {
         t->failed = 1;
         return;
@@ -606,7 +706,7 @@ static void forward_task(Task *t) {
 
 static void backward_task(Task *t) {
     const Cell *cell = t->cell;
-    Workspace *ws = workspace();
+    Workspace *ws = scheduled_workspace(t->cell);
     if (!ws) {
         t->failed = 1;
         return;
@@ -615,9 +715,7 @@ static void backward_task(Task *t) {
         const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
         float *gx = t->gx + start;
         block_hidden(cell, ws, t->x + start, n, 1);
-        if (t->y) binary_forward(cell, 5, ws->m2, ws->m3, n, t->y + start);
-        binary_backward(cell, 5, ws->m2, ws->m3, n, t->gy ? t->gy + start : ws->ones, ws->g2, ws->g3, t->gw,
-                        t->gbeta);
+        binary_backward(cell, 5, ws->m2, ws->m3, n, t->gy + start, ws->g2, ws->g3, t->gw, t->gbeta);
         float *u2grad[1] = {ws->g2};
         memset(ws->gb0, 0, sizeof(float) * n);
         group_backward(cell, &ws->u2group, &ws->b0in, u2grad, ws->gb0, t->gw, t->gbeta);
@@ -625,6 +723,26 @@ static void backward_task(Task *t) {
         float *xgrad[3] = {ws->g0, ws->g1, ws->g3};
         memset(gx, 0, sizeof(float) * n);
         group_backward(cell, &ws->xgroup, &ws->xin, xgrad, gx, t->gw, t->gbeta);
+    }
+}
+
+/* y = f(x) and gx = f'(x) in one forward-mode pass: each slot's output carries its derivative by x. */
+static void tangent_task(Task *t) {
+    const Cell *cell = t->cell;
+    Workspace *ws = scheduled_workspace(t->cell);
+    if (!ws) {
+        t->failed = 1;
+        return;
+    }
+    for (int64_t start = t->begin; start < t->end; start += BLOCK) {
+        const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
+        input_init(&ws->xin, t->x + start, n);
+        group_forward(cell, &ws->xgroup, &ws->xin, 1);
+        binary_tangent(cell, 2, ws->m0, ws->d0, ws->m1, ws->d1, n, ws->b0, ws->db0);
+        input_init(&ws->b0in, ws->b0, n);
+        group_forward(cell, &ws->u2group, &ws->b0in, 1);
+        SIMD for (int i = 0; i < n; i++) ws->dm2[i] = ws->d2[i] * ws->db0[i];
+        binary_tangent(cell, 5, ws->m2, ws->dm2, ws->m3, ws->d3, n, t->y + start, t->gx + start);
     }
 }
 
@@ -689,23 +807,26 @@ int grafs_cell_forward(const float *x, float *y, int64_t n, const int32_t *code,
     return status ? -2 : 0;
 }
 
-/* The backward pass of every block, on the threads; gw and gbeta (offset[6] entries each) receive
- * the summed gradients. Without gy, the output's gradient is 1 everywhere, so gx is dy/dx. */
-static int backward(const Cell *cell, const float *x, const float *gy, float *y, float *gx, int64_t n, int threads,
-                    double *gw, double *gbeta) {
+/* The backward pass of every block, on the threads, given gy = d loss / dy: gx is overwritten, and gw
+ * and gbeta (offset[6] entries each) receive the summed weight and beta gradients. */
+int grafs_cell_backward(const float *x, const float *gy, float *gx, int64_t n, const int32_t *code,
+                        const int32_t *active, const float *w, const float *beta, const int32_t *offset, int bounded,
+                        int edges, int threads, double *gw, double *gbeta) {
+    if (!valid(offset, threads)) return -1;
+    Cell cell = {code, active, w, beta, offset, bounded, edges, 1};
     Task *tasks = malloc(sizeof(Task) * MAX_THREADS);
     if (!tasks) return -2;
     threads = clamp_threads(threads);
-    init_tasks(tasks, threads, cell, x, gy, y, gx);
+    init_tasks(tasks, threads, &cell, x, gy, NULL, gx);
     const int used = run_tasks(tasks, threads, n, backward_task);
     int status = 0;
-    for (int k = 0; k < cell->offset[SLOTS]; k++) {
+    for (int k = 0; k < offset[SLOTS]; k++) {
         gw[k] = 0.0;
         gbeta[k] = 0.0;
     }
     for (int i = 0; i < used; i++) {
         status |= tasks[i].failed;
-        for (int k = 0; k < cell->offset[SLOTS]; k++) {
+        for (int k = 0; k < offset[SLOTS]; k++) {
             gw[k] += tasks[i].gw[k];
             gbeta[k] += tasks[i].gbeta[k];
         }
@@ -714,21 +835,19 @@ static int backward(const Cell *cell, const float *x, const float *gy, float *y,
     return status ? -2 : 0;
 }
 
-/* gw and gbeta (offset[6] entries each) receive the summed gradients; gx is overwritten. */
-int grafs_cell_backward(const float *x, const float *gy, float *gx, int64_t n, const int32_t *code,
-                        const int32_t *active, const float *w, const float *beta, const int32_t *offset, int bounded,
-                        int edges, int threads, double *gw, double *gbeta) {
-    if (!valid(offset, threads)) return -1;
-    Cell cell = {code, active, w, beta, offset, bounded, edges, 1};
-    return backward(&cell, x, gy, NULL, gx, n, threads, gw, gbeta);
-}
-
 /* y = f(x) and dydx = f'(x) in one pass, for callers whose weights and betas need no gradient. */
 int grafs_cell_forward_derivative(const float *x, float *y, float *dydx, int64_t n, const int32_t *code,
                                   const int32_t *active, const float *w, const float *beta, const int32_t *offset,
                                   int bounded, int edges, int threads) {
     if (!valid(offset, threads)) return -1;
     Cell cell = {code, active, w, beta, offset, bounded, edges, 0};
-    double unused[2][MAX_CANDIDATES];
-    return backward(&cell, x, NULL, y, dydx, n, threads, unused[0], unused[1]);
+    Task *tasks = malloc(sizeof(Task) * MAX_THREADS);
+    if (!tasks) return -2;
+    threads = clamp_threads(threads);
+    init_tasks(tasks, threads, &cell, x, NULL, y, dydx);
+    const int used = run_tasks(tasks, threads, n, tangent_task);
+    int status = 0;
+    for (int i = 0; i < used; i++) status |= tasks[i].failed;
+    free(tasks);
+    return status ? -2 : 0;
 }
