@@ -38,7 +38,6 @@ import optuna
 from optuna.pruners import BasePruner, NopPruner
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
-from scipy.stats import spearmanr
 
 from baselines.options import BlackBoxOptions, EvolutionOptions, MultiFidelityOptions
 from baselines.proxy import Checkpoint, Evaluation, ProxyEvaluator
@@ -319,6 +318,8 @@ class Ledger:
             self.predictions.append((predicted, measured))
         correlation = None
         if len(self.predictions) >= 3:
+            from scipy.stats import spearmanr  # half a second to import, and only the surrogate needs it
+
             value = spearmanr(*zip(*self.predictions, strict=True)).statistic
             correlation = float(value) if value == value else None  # constant scores: undefined
         return {"predicted_score": predicted, "surrogate_spearman": correlation}

@@ -225,3 +225,17 @@ def test_byte_corpus_splits_90_5_5():
     data = byte_corpus("tiny", bytes(range(200)))
     assert (len(data.train), len(data.val), len(data.test)) == (180, 10, 10)
     assert data.val.tolist() == list(range(180, 190))
+
+
+def test_mnist1d_keeps_its_generated_arrays_in_the_data_directory(tmp_path):
+    generated = DATASETS.get("mnist1d")(tmp_path, False)
+    (stored,) = (tmp_path / "mnist1d").glob("mnist1d-*.npz")
+    with np.load(stored, allow_pickle=False) as arrays:
+        kept = {key: arrays[key] for key in arrays.files}
+    # A later process reads the copy: altered labels in it show up in the loaded data.
+    np.savez(stored, **{**kept, "y_test": (kept["y_test"] + 1) % 10})
+    assert torch.equal(DATASETS.get("mnist1d")(tmp_path, False).test_y, (generated.test_y + 1) % 10)
+    stored.write_bytes(b"not an npz archive")  # damaged: generated again and stored again
+    assert same(DATASETS.get("mnist1d")(tmp_path, False), generated)
+    with np.load(stored, allow_pickle=False) as arrays:
+        assert np.array_equal(arrays["y_test"], kept["y_test"])
