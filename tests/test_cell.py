@@ -181,6 +181,32 @@ def test_mixture_weights_cover_only_active_ops():
     assert torch.all(weights[inactive] == 0) and torch.all(weights[~inactive] > 0)
 
 
+def test_each_slot_draws_its_dirichlet_and_its_gradient_moves_the_expected_weights():
+    torch.manual_seed(11)
+    cell = shrunk(randomize(SearchCell()), 4)
+    cell.drop("u3")  # slots of different sizes in one draw
+    draws = 4000
+    samples = {slot: [] for slot in SLOTS}
+    for _ in range(draws):
+        _, _, per_slot = cell.sample()
+        for slot, weights in per_slot.items():
+            samples[slot].append(weights.detach())
+    for index, slot in enumerate(SLOTS):
+        concentration = torch.nn.functional.elu(cell.active_alphas(index).detach()) + 1
+        expected = concentration / concentration.sum()
+        variance = expected * (1 - expected) / (concentration.sum() + 1)
+        mean = torch.stack(samples[slot]).mean(0)
+        assert torch.all((mean - expected).abs() <= 5 * (variance / draws).sqrt()), slot
+    # The reparameterized gradient of E[w_0] for u0 agrees with the closed form's gradient.
+    cell.zero_grad(set_to_none=True)
+    sum(cell.sample()[2]["u0"][0] for _ in range(draws)).backward()
+    alphas = cell.active_alphas(0).detach().requires_grad_()
+    concentration = torch.nn.functional.elu(alphas) + 1
+    (exact,) = torch.autograd.grad(concentration[0] / concentration.sum(), alphas)
+    estimate = cell.alphas["u0"].grad[list(cell.plan().active[0])] / draws
+    torch.testing.assert_close(estimate, exact, atol=0.02, rtol=0.1)
+
+
 def test_a_slot_with_one_op_left_weights_it_by_one():
     cell = shrunk(SearchCell(), 1)
     weights, _, per_slot = cell.sample()
