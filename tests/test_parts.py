@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import tomllib
 from test_report import CAMPAIGN, write_fixture
 
 from bench.campaign import expand, load_campaign, parse_campaign, units_of_part
 from bench.cli import main
 from bench.folder import CampaignFolder
+from bench.gather import gather
 from bench.report import build_report
 
 TINY_PARTS = """
@@ -159,3 +161,13 @@ def test_a_campaign_split_by_task_merges_to_the_whole_campaigns_report(tmp_path)
     for table in sorted((whole / "tables").glob("*.csv")):
         assert (merged / "tables" / table.name).read_text() == table.read_text(), table.name
 
+
+
+def test_a_part_gathered_before_any_unit_finished_reports_them_all_missing(tmp_path):
+    campaign = parse_campaign(tomllib.loads(TINY_PARTS))
+    folder = CampaignFolder(tmp_path / "first")
+    folder.root.mkdir()
+    folder.write_record(campaign, units_of_part(campaign, "first"), "first")
+    gather(folder.root)
+    report = build_report(folder.root).read_text()
+    assert "3 of 3 declared units are missing from the results (3 pending)" in report
