@@ -9,6 +9,10 @@ betas learned per activation site; with ``[evaluation] top_k`` > 1 also a black-
 candidates, on the search task). A unit is a pure function of its spec (:class:`SearchSpec`,
 :class:`RetrainSpec`); its id is a hash of that spec, so the same grid always maps to the same folders.
 
+A campaign too long for one sitting declares ``[[parts]]`` (:class:`Part`): each a set of its tasks
+and seeds, every (task, seed) in exactly one part. A part runs in a folder of its own
+(:func:`units_of_part`) and ``grafs-bench merge`` joins the parts' tables for one report.
+
 This module is light: it reads names from the task and method tables and imports neither torch
 nor any method's implementation.
 """
@@ -19,7 +23,8 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from itertools import product
 from pathlib import Path
 
 import tomllib
@@ -53,8 +58,10 @@ TOP_KEYS = {
     "evaluation",
     "scale",
     "device",
+    "parts",
 }
 EVALUATION_KEYS = {"seeds", "targets", "transfer_multiples", "top_k"}
+PART_KEYS = {"name", "tasks", "seeds"}
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,18 @@ def retrain_variants(method: MethodSpec) -> tuple[tuple[str, bool], ...]:
 
 
 @dataclass(frozen=True)
+class Part:
+    """A share of a campaign that runs in a folder of its own: the units of its tasks and search seeds."""
+
+    name: str
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+    def holds(self, task: str, seed: int) -> bool:
+        return task in self.tasks and seed in self.seeds
+
+
+@dataclass(frozen=True)
 class Campaign:
     name: str
     description: str
@@ -109,6 +128,7 @@ class Campaign:
     scale: tuple[tuple[str, int], ...] = ()
     source: str = ""
     device: str = "auto"
+    parts: tuple[Part, ...] = ()  # none: the campaign runs as a whole
 
     def targets_of(self, task: Task) -> tuple[str, ...]:
         chosen = task.transfer if self.targets == "all" else tuple(t for t in self.targets if t in task.transfer)
@@ -118,9 +138,16 @@ class Campaign:
         """Whether finds at this budget multiple (None: GRAFS, no multiple) go to the transfer targets."""
         return budget_multiple is None or self.transfer_multiples is None or budget_multiple in self.transfer_multiples
 
+    def to_record(self) -> dict:
+        """The campaign as ``campaign.json`` holds it; one without parts records none, as before parts existed."""
+        record = asdict(self)
+        if not self.parts:
+            del record["parts"]
+        return record
+
     @classmethod
     def from_record(cls, record: dict) -> Campaign:
-        """The campaign back from its ``asdict`` form (as ``campaign.json`` holds it)."""
+        """The campaign back from its :meth:`to_record` form."""
         methods = tuple(
             MethodSpec(m["label"], m["method"], tuple((key, value) for key, value in m.get("options") or ()))
             for m in record["methods"]
@@ -136,6 +163,7 @@ class Campaign:
             transfer_multiples=None if transfer_multiples is None else tuple(float(m) for m in transfer_multiples),
             scale=tuple((key, value) for key, value in record.get("scale") or ()), source=record.get("source", ""),
             device=record.get("device", "auto"), top_k=record.get("top_k", 1),
+            parts=tuple(Part(p["name"], tuple(p["tasks"]), tuple(p["seeds"])) for p in record.get("parts") or ()),
         )
 
 
@@ -354,6 +382,47 @@ def _method_spec(source: str, index: int, entry: object) -> MethodSpec:
     return MethodSpec(label, method, options)
 
 
+def _parts(source: str, value: object, tasks: tuple[str, ...], seeds: tuple[int, ...]) -> tuple[Part, ...]:
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+        raise _fail(source, "parts", "expected [[parts]] tables, each with name, tasks and seeds")
+    if not value:
+        raise _fail(source, "parts", "must not be empty; leave 'parts' out to run the campaign as a whole")
+    parts: list[Part] = []
+    owner: dict[tuple[str, int], str] = {}
+    for index, entry in enumerate(value):
+        key = f"parts[{index}]"
+        _check_keys(source, f"{key}.", entry, PART_KEYS)
+        for required in ("name", "tasks", "seeds"):
+            if required not in entry:
+                raise _fail(source, f"{key}.{required}", "missing; every part declares name, tasks and seeds")
+        name = entry["name"]
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            raise _fail(source, f"{key}.name", f"expected letters, digits, '.', '-' and '_', not starting with '.' "
+                                               f"or '-', got {name!r}")
+        if any(part.name == name for part in parts):
+            raise _fail(source, f"{key}.name", f"part {name!r} is declared twice; give each part its own name")
+        part_tasks = _distinct(source, f"{key}.tasks", _list_of(source, f"{key}.tasks", entry["tasks"], str))
+        for task in part_tasks:
+            if task not in tasks:
+                raise _fail(source, f"{key}.tasks", f"{task!r} is not one of the campaign's tasks ({', '.join(tasks)})")
+        part_seeds = _distinct(source, f"{key}.seeds", _list_of(source, f"{key}.seeds", entry["seeds"], int))
+        for seed in part_seeds:
+            if seed not in seeds:
+                raise _fail(source, f"{key}.seeds",
+                            f"{seed} is not one of the campaign's seeds ({', '.join(map(str, seeds))})")
+        for task, seed in product(part_tasks, part_seeds):
+            if (task, seed) in owner:
+                raise _fail(source, "parts", f"{task} with seed {seed} is in parts {owner[task, seed]!r} and "
+                                             f"{name!r}; give each task and seed to one part")
+            owner[task, seed] = name
+        parts.append(Part(name, part_tasks, part_seeds))
+    for task, seed in product(tasks, seeds):
+        if (task, seed) not in owner:
+            raise _fail(source, "parts", f"{task} with seed {seed} is in no part; give every task and seed of the "
+                                         "campaign to one part")
+    return tuple(parts)
+
+
 def parse_campaign(data: dict, source: str = "campaign", default_name: str = "campaign") -> Campaign:
     _check_keys(source, "", data, TOP_KEYS)
     for required in ("tasks", "seeds", "methods"):
@@ -426,6 +495,7 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
     device = data.get("device", "auto")
     if not isinstance(device, str):
         raise _fail(source, "device", "expected auto, cpu or cuda")
+    parts = _parts(source, data["parts"], tasks, seeds) if "parts" in data else ()
     return Campaign(
         name=name,
         description=description,
@@ -442,6 +512,7 @@ def parse_campaign(data: dict, source: str = "campaign", default_name: str = "ca
         scale=tuple(sorted(scale.items())),
         source=source,
         device=device,
+        parts=parts,
     )
 
 
@@ -491,6 +562,33 @@ def expand(campaign: Campaign) -> list[Unit]:
         for name in campaign.fixed:
             units += _retrainings(campaign, name, ActivationSource(fixed=name), task_name, targets, None, None, scale)
     return _unique(units)
+
+
+def block_of(campaign: Campaign, unit: Unit) -> tuple[str, int]:
+    """The (search task, search seed) a unit belongs to. A fixed activation is retrained once per search
+    task, with no search seed: its retrainings go with the campaign's first seed."""
+    spec = unit.spec
+    if isinstance(spec, SearchSpec):
+        return spec.task, spec.seed
+    return spec.search_task, campaign.seeds[0] if spec.search_seed is None else spec.search_seed
+
+
+def get_part(campaign: Campaign, name: str) -> Part:
+    if not campaign.parts:
+        raise UserError(f"campaign {campaign.name!r} declares no parts; run it without --part, or declare "
+                        "[[parts]] in its file")
+    for part in campaign.parts:
+        if part.name == name:
+            return part
+    valid = ", ".join(part.name for part in campaign.parts)
+    raise UserError(f"campaign {campaign.name!r} has no part {name!r}; valid choices: {valid}")
+
+
+def units_of_part(campaign: Campaign, name: str) -> list[Unit]:
+    """The units of part ``name`` in expansion order. They depend only on each other: a search, the black-box
+    searches matched to it and every retraining of their finds share its task and seed."""
+    part = get_part(campaign, name)
+    return [unit for unit in expand(campaign) if part.holds(*block_of(campaign, unit))]
 
 
 def _retrainings(

@@ -123,7 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     running = commands.add_parser("run", help="run (or resume) a campaign, then gather its tables")
     running.add_argument("campaign", nargs="?", default="quick", help="a built-in campaign name or a TOML file")
-    running.add_argument("--out", type=Path, help="output folder (default: runs/<campaign>)")
+    running.add_argument(
+        "--part", help="run only this part of the campaign's [[parts]] (then grafs-bench merge joins the parts)"
+    )
+    running.add_argument(
+        "--out", type=Path, help="output folder (default: runs/<campaign>; with --part, runs/<campaign>/parts/<part>)"
+    )
     running.add_argument(
         "--workers", type=_positive_int, help="units run in parallel (default: one per CPU core, one on a GPU)"
     )
@@ -147,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     reporting = commands.add_parser("report", help="write report.md / report.html, tables and figures of a campaign")
     reporting.add_argument("out", type=Path)
+
+    merging = commands.add_parser(
+        "merge", help="merge the gathered folders of a campaign's parts into OUT, to report on all of them"
+    )
+    merging.add_argument("out", type=Path, metavar="OUT", help="the merged folder (not one where units run)")
+    merging.add_argument("parts", type=Path, nargs="+", metavar="PART_FOLDER", help="folders of grafs-bench run --part")
+    merging.add_argument("--report", action="store_true", help="build OUT's report right after")
 
     preparing = commands.add_parser("prepare", help="download and tokenize a dataset (needs a network)")
     preparing.add_argument("dataset", choices=("tinystories",))
@@ -353,7 +365,7 @@ def _command_show(args) -> int:
 
 
 def _command_run(args) -> int:
-    from bench.campaign import load_campaign
+    from bench.campaign import get_part, load_campaign
     from bench.folder import CampaignFolder, folder_lock
     from bench.gather import gather
     from bench.report import build_report
@@ -361,8 +373,12 @@ def _command_run(args) -> int:
     from bench.training import resolve_device
 
     campaign = load_campaign(args.campaign)
-    out = args.out or Path("runs") / campaign.name
-    CampaignFolder(out).check_can_run(campaign)
+    if args.part is None:
+        out = args.out or Path("runs") / campaign.name
+    else:
+        get_part(campaign, args.part)
+        out = args.out or Path("runs") / campaign.name / "parts" / args.part
+    CampaignFolder(out).check_can_run(campaign, args.part)
     resolve_device(campaign.device)
     workers = args.workers or default_workers(campaign.device)
     # Only now, with the campaign, its device and its folder checked, is anything created.
@@ -377,9 +393,10 @@ def _command_run(args) -> int:
         if tracker and outcome.state == "done":
             tracker.log_unit(unit, campaign.device)
 
-    print(f"campaign {campaign.name}: {campaign.description}", flush=True)  # before the progress lines in a log
+    name = campaign.name if args.part is None else f"{campaign.name} part {args.part}"
+    print(f"campaign {name}: {campaign.description}", flush=True)  # before the progress lines in a log
     summary = run_campaign(campaign, out, workers=workers, executor=args.executor, on_finished=finished,
-                           progress_every=args.progress_every)
+                           progress_every=args.progress_every, part=args.part)
     if tracker:
         tracker.call(lambda store: _log_unlogged(store, CampaignFolder(out), campaign.device))
         tracker.close()
@@ -474,7 +491,7 @@ def _command_gather(args) -> int:
     from bench.folder import CampaignFolder
     from bench.gather import gather
 
-    CampaignFolder(args.out).read_record()
+    CampaignFolder(args.out).read_run_record()
     check_writable_folder(args.out, "the campaign folder")
     tables = gather(args.out)
     print(", ".join(f"{name}: {len(table)} rows" for name, table in tables.items()) + f" -> {args.out / 'tables'}")
@@ -487,6 +504,24 @@ def _command_report(args) -> int:
 
     CampaignFolder(args.out).read_record()
     check_writable_folder(args.out, "the campaign folder")
+    print(f"report: {build_report(args.out)} (and report.html, tables/, figures/)")
+    return 0
+
+
+def _command_merge(args) -> int:
+    from bench.merge import merge_parts
+
+    record = merge_parts(args.out, args.parts)
+    finished = sum(part.finished for part in record.merged)
+    merged = [part.part for part in record.merged]
+    left = [part.name for part in record.campaign.parts if part.name not in merged]
+    print(f"merged parts {', '.join(merged)} of campaign {record.campaign.name} into {args.out}: {finished}/"
+          f"{len(record.units)} declared units finished" + (f"; not merged: {', '.join(left)}" if left else ""))
+    if not args.report:
+        print(f"report: run `grafs-bench report {args.out}`")
+        return 0
+    from bench.report import build_report
+
     print(f"report: {build_report(args.out)} (and report.html, tables/, figures/)")
     return 0
 
@@ -513,6 +548,7 @@ COMMANDS = {
     "ui": _command_ui,
     "gather": _command_gather,
     "report": _command_report,
+    "merge": _command_merge,
 }
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The layout of a campaign folder, and the one place that reads and writes its ``campaign.json``::
 
-    OUT/campaign.json        the validated campaign and its expanded units
+    OUT/campaign.json        the validated campaign and its expanded units (of one part, for a part's folder)
     OUT/units/<id>/          one folder per unit: its outputs, then done.json (or failed.json)
     OUT/mlflow.db            MLflow tracking store (unless MLFLOW_TRACKING_URI is set)
     OUT/tables/*.parquet     gathered tables
@@ -9,6 +9,10 @@
 A unit counts as finished only when ``done.json`` exists; it is written last, atomically. A worker
 holds an exclusive lock on ``<unit>/.lock`` while it runs a unit, so a unit folder that exists
 with that lock free and no ``done.json`` is pending again (or failed, with ``failed.json``).
+
+A merged folder (``grafs-bench merge``) holds a campaign.json that lists every unit of the campaign
+and the part folders it was merged from, and their gathered tables, but no units: they ran in the
+part folders, so nothing runs or is gathered in it.
 """
 
 from __future__ import annotations
@@ -63,12 +67,26 @@ def folder_lock(path: Path) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
+class MergedPart:
+    """One part folder a merged folder's tables come from, as ``grafs-bench merge`` found it."""
+
+    part: str
+    folder: str  # as given to grafs-bench merge
+    units: int  # declared by the part
+    finished: int
+    first_started: str | None  # ISO 8601 times from the units' done.json; None where the folder keeps no units/
+    last_finished: str | None
+
+
+@dataclass(frozen=True)
 class CampaignRecord:
     """What ``campaign.json`` holds: the campaign as run and its units in order."""
 
     campaign: Campaign
     units: list[Unit]
     raw: dict  # the "campaign" object as written, for reports that quote it
+    part: str | None = None  # the part of the campaign the folder runs (None: all of it)
+    merged: tuple[MergedPart, ...] = ()  # a merged folder: the part folders its tables come from
 
 
 @dataclass(frozen=True)
@@ -116,7 +134,7 @@ class CampaignFolder:
             data = json.loads(self.record_path.read_text(encoding="utf-8"))
             return CampaignRecord(
                 Campaign.from_record(data["campaign"]), [Unit.from_record(unit) for unit in data["units"]],
-                data["campaign"],
+                data["campaign"], data.get("part"), tuple(MergedPart(**part) for part in data.get("merged", ())),
             )
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
             raise UserError(
@@ -124,12 +142,23 @@ class CampaignFolder:
                 "pass the --out folder of a grafs-bench run"
             ) from None
 
-    def check_can_run(self, campaign: Campaign) -> None:
-        """Refuse, before anything is created, a folder ``campaign`` cannot run in: a file, a place that
-        cannot be written, a folder of another campaign, or a folder of unrelated files."""
+    def read_run_record(self) -> CampaignRecord:
+        """The record of a folder whose units ran in it; a merged folder, whose units ran elsewhere, is refused."""
+        record = self.read_record()
+        if record.merged:
+            raise UserError(
+                f"{self.root} holds parts merged by grafs-bench merge, whose units ran in the part folders its "
+                f"{RECORD} lists; pass one of those, or merge again to refresh its tables"
+            )
+        return record
+
+    def check_can_run(self, campaign: Campaign, part: str | None = None) -> None:
+        """Refuse, before anything is created, a folder ``campaign`` (or its ``part``) cannot run in: a file,
+        a place that cannot be written, a folder of another campaign or part, a merged folder, or a folder
+        of unrelated files."""
         check_writable_folder(self.root, "--out")
         if self.has_record():
-            self._check_same_campaign(campaign)
+            self._check_same_campaign(campaign, part)
             return
         if not self.root.exists():
             return
@@ -140,18 +169,36 @@ class CampaignFolder:
                 f"folder; pass a new or empty folder, or the folder of an earlier run of {campaign.name!r}"
             )
 
-    def _check_same_campaign(self, campaign: Campaign) -> None:
-        previous = self.read_record().campaign
-        if previous.name != campaign.name:
-            raise UserError(
-                f"{self.root} holds campaign {previous.name!r}, not {campaign.name!r}; use another --out folder"
-            )
+    def _check_same_campaign(self, campaign: Campaign, part: str | None) -> None:
+        previous = self.read_run_record()
+        name = previous.campaign.name
+        if name != campaign.name:
+            raise UserError(f"{self.root} holds campaign {name!r}, not {campaign.name!r}; use another --out folder")
+        if previous.part == part:
+            return
+        if part is None:
+            raise UserError(f"{self.root} holds part {previous.part!r} of campaign {name!r}; pass --part "
+                            f"{previous.part} to resume it, or use another --out folder")
+        if previous.part is None:
+            raise UserError(f"{self.root} holds all of campaign {name!r}, not part {part!r}; run it without --part, "
+                            "or use another --out folder")
+        raise UserError(f"{self.root} holds part {previous.part!r} of campaign {name!r}, not part {part!r}; pass "
+                        f"--part {previous.part}, or use another --out folder")
 
-    def write_record(self, campaign: Campaign, units: list[Unit]) -> None:
-        """Write the record; a folder that holds another campaign is refused."""
+    def write_record(self, campaign: Campaign, units: list[Unit], part: str | None = None) -> None:
+        """Write the record of a folder that runs ``units`` (of ``part``, if given); a folder that holds
+        another campaign or part is refused."""
         if self.has_record():
-            self._check_same_campaign(campaign)
-        write_json_atomic(self.record_path, {"campaign": asdict(campaign), "units": [u.to_record() for u in units]})
+            self._check_same_campaign(campaign, part)
+        record = {"campaign": campaign.to_record(), "units": [u.to_record() for u in units]}
+        if part is not None:
+            record["part"] = part
+        write_json_atomic(self.record_path, record)
+
+    def write_merged_record(self, campaign: Campaign, units: list[Unit], merged: tuple[MergedPart, ...]) -> None:
+        """Write the record of a merged folder (``bench.merge`` checks the folder first)."""
+        write_json_atomic(self.record_path, {"campaign": campaign.to_record(), "units": [u.to_record() for u in units],
+                                             "merged": [asdict(part) for part in merged]})
 
     # unit states ------------------------------------------------------------------------------
     def unit_state(self, unit_id: str) -> str:
@@ -168,7 +215,7 @@ class CampaignFolder:
 
     def status(self, units: list[Unit] | None = None) -> dict[str, list[str]]:
         """done / running / failed / pending unit ids (of the record's units unless ``units`` are given)."""
-        units = self.read_record().units if units is None else units
+        units = self.read_run_record().units if units is None else units
         status: dict[str, list[str]] = {DONE: [], RUNNING: [], FAILED: [], PENDING: []}
         for unit in units:
             status[self.unit_state(unit.id)].append(unit.id)

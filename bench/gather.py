@@ -125,7 +125,7 @@ def activation_curves(unit_rows: list[dict]) -> pd.DataFrame:
 def gather(out: Path) -> dict[str, pd.DataFrame]:
     """Build the tables from ``out``'s unit folders and write them to ``out/tables``."""
     campaign = CampaignFolder(out)
-    units = campaign.read_record().units
+    units = campaign.read_run_record().units
     states = {uid: state for state, ids in campaign.status(units).items() for uid in ids}
     unit_rows, trace_rows, history_rows = [], [], []
     searches: dict[str, list[dict]] = {}

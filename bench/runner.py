@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.campaign import Campaign, Unit, expand
+from bench.campaign import Campaign, Unit, expand, units_of_part
 from bench.folder import DONE, FAILED, CampaignFolder, try_lock
 from grafs.errors import UserError
 from grafs.files import write_json_atomic
@@ -234,8 +234,9 @@ def run_campaign(
     on_finished: Callable[[Unit, Outcome], None] | None = None,
     progress: bool | None = None,
     progress_every: float = PROGRESS_EVERY,
+    part: str | None = None,
 ) -> RunSummary:
-    """Run every unfinished unit of ``campaign`` in ``out``; finished units are skipped.
+    """Run every unfinished unit of ``campaign`` (or of its ``part``) in ``out``; finished units are skipped.
 
     Progress goes to stderr: a bar on a terminal (``progress`` None: when stderr is one), else
     :class:`ProgressLines` at most every ``progress_every`` seconds. An interruption (Ctrl-C, or
@@ -243,20 +244,21 @@ def run_campaign(
     """
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
-    units = expand(campaign)
+    units = expand(campaign) if part is None else units_of_part(campaign, part)
     by_id = {unit.id: unit for unit in units}
     folder = CampaignFolder(out)
     out.mkdir(parents=True, exist_ok=True)
-    folder.write_record(campaign, units)
+    folder.write_record(campaign, units, part)
     states = {unit.id: folder.unit_state(unit.id) for unit in units}
     pending = [u for u in units if states[u.id] != DONE]
     failed: set[str] = set()
     blocked: set[str] = set()
     running: dict = {}
     terminal = progress if progress is not None else os.isatty(2)
-    bar = tqdm(total=len(units), initial=len(units) - len(pending), desc=f"campaign {campaign.name}", unit="unit",
+    name = campaign.name if part is None else f"{campaign.name} part {part}"
+    bar = tqdm(total=len(units), initial=len(units) - len(pending), desc=f"campaign {name}", unit="unit",
                disable=not terminal)
-    lines = None if terminal else ProgressLines(campaign.name, len(units), len(units) - len(pending), progress_every)
+    lines = None if terminal else ProgressLines(name, len(units), len(units) - len(pending), progress_every)
     pool = make_pool(executor, workers, out)
     try:
         while pending or running:

@@ -23,7 +23,7 @@ LAYERS = (
     ("baselines",),
     ("bench.methods",),
     ("bench.campaign", "bench.folder", "bench.units", "bench.runner", "bench.tracking", "bench.gather",
-     "bench.report", "bench.cli", "bench.benchmarks"),
+     "bench.merge", "bench.report", "bench.cli", "bench.benchmarks"),
 )
 LIGHT = ("grafs", "grafs.config", "grafs.errors", "bench.cli", "bench.campaign", "bench.methods", "bench.folder",
          "bench.tasks", "bench.budget", "baselines.options")

@@ -2,9 +2,10 @@
 names the problem and the fix, nothing on stdout, nothing written, before any work starts.
 
 The battery covers each kind of input the suite reads: the command line of every command, genotype
-files, campaign files, data directories, output folders, campaign folders (campaign.json) and the
-GRAFS result.json that --grafs-result matches a budget to. Commands run in-process, in a scratch
-working directory (so default output folders would land there too) with an empty data directory.
+files, campaign files, data directories, output folders, campaign folders (campaign.json), the part
+folders a merge reads and the GRAFS result.json that --grafs-result matches a budget to. Commands run
+in-process, in a scratch working directory (so default output folders would land there too) with an
+empty data directory.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.campaign import expand, parse_campaign
+from bench.campaign import expand, parse_campaign, units_of_part
 from bench.cli import main
 from bench.folder import CampaignFolder
+from bench.gather import gather
+from bench.merge import merge_parts
 from grafs.published import PUBLISHED_GENOTYPES
 
 TINY = {"tasks": ["digits-vit"], "seeds": [0], "methods": ["grafs"], "evaluation": {"targets": []}}
+TWO_PARTS = [{"name": "a", "tasks": ["digits-vit"], "seeds": [0]}, {"name": "b", "tasks": ["digits-vit"], "seeds": [1]}]
 GENOTYPE = PUBLISHED_GENOTYPES["grafs-vit-1"].to_dict()
 GRAFS_RESULT = {"method": "grafs", "task": "digits-vit",
                 "cost": {"wall_seconds": 10.0, "sample_passes": 1000, "epoch_equivalents": 2.0}}
@@ -60,6 +64,20 @@ class Workspace:
         CampaignFolder(self.root / name).write_record(parsed, expand(parsed))
         return str(self.root / name)
 
+    def part_folder(self, name: str, part: str, campaign: str = "tiny", gathered: bool = True) -> str:
+        """The folder of a part of a two-part campaign, its units not run (pending), gathered or not."""
+        parsed = parse_campaign({**TINY, "name": campaign, "seeds": [0, 1], "parts": TWO_PARTS})
+        folder = CampaignFolder(self.root / name)
+        folder.root.mkdir()
+        folder.write_record(parsed, units_of_part(parsed, part), part)
+        if gathered:
+            gather(folder.root)
+        return str(folder.root)
+
+    def merged_folder(self) -> str:
+        merge_parts(self.root / "merged", [Path(self.part_folder("pa", "a")), Path(self.part_folder("pb", "b"))])
+        return str(self.root / "merged")
+
     def grafs_result(self, data: object) -> list[str]:
         path = self.file("result.json", data if isinstance(data, str) else json.dumps(data))
         return ["search", "--task", "digits-vit", "--method", "random", "--grafs-result", path]
@@ -72,6 +90,23 @@ def toml(**changes: str) -> str:
     values.update(changes)
     evaluation = values.pop("evaluation", "seeds = [0]\ntargets = []")
     return "\n".join(f"{key} = {value}" for key, value in values.items()) + f"\n[evaluation]\n{evaluation}\n"
+
+
+def parts_toml() -> str:
+    """The tiny campaign file with two seeds in two parts, a and b."""
+    parts = [f'[[parts]]\nname = "{p["name"]}"\ntasks = ["digits-vit"]\nseeds = {p["seeds"]}\n' for p in TWO_PARTS]
+    return toml(seeds="[0, 1]") + "".join(parts)
+
+
+def part_default_out_is_file(w: Workspace) -> list[str]:
+    w.file("runs/tiny/parts/a", "x")
+    return ["run", w.campaign(parts_toml()), "--part", "a"]
+
+
+def folder_with_units(w: Workspace) -> str:
+    folder = w.campaign_folder()
+    (Path(folder) / "units" / "some-unit").mkdir(parents=True)
+    return folder
 
 
 def run_campaign_file(text: str) -> Callable[[Workspace], list[str]]:
@@ -281,6 +316,43 @@ CASES: list[tuple[str, Callable[[Workspace], list[str]], str]] = [
     ("run-random-record", lambda w: ["run", w.campaign(toml()), "--out",
                                      in_folder(w, "campaign.json", '{"units": []}')],
      "not a grafs-bench campaign record"),
+    # --- campaigns in parts (run --part, merge) -------------------------------------------------
+    ("campaign-parts-gap", run_campaign_file(parts_toml().rsplit("[[parts]]", 1)[0]),
+     r"key 'parts': digits-vit with seed 1 is in no part"),
+    ("campaign-parts-overlap", run_campaign_file(parts_toml().replace("seeds = [1]", "seeds = [0, 1]")),
+     r"key 'parts': digits-vit with seed 0 is in parts 'a' and 'b'"),
+    ("run-part-unknown", lambda w: ["run", w.campaign(parts_toml()), "--part", "c", "--out", str(w.root / "out")],
+     "campaign 'tiny' has no part 'c'; valid choices: a, b"),
+    ("run-part-without-parts", lambda w: ["run", w.campaign(toml()), "--part", "a"], "declares no parts"),
+    ("run-part-default-out-is-file", part_default_out_is_file, "--out runs/tiny/parts/a is a file, not a folder"),
+    ("run-part-in-other-part", lambda w: ["run", w.campaign(parts_toml()), "--part", "b", "--out",
+                                          w.part_folder("p", "a", gathered=False)],
+     "holds part 'a' of campaign 'tiny', not part 'b'; pass --part a"),
+    ("run-part-folder-without-part", lambda w: ["run", w.campaign(parts_toml()), "--out",
+                                                w.part_folder("p", "a", gathered=False)], "pass --part a to resume it"),
+    ("run-part-in-whole-folder", lambda w: ["run", w.campaign(parts_toml()), "--part", "a", "--out",
+                                            w.campaign_folder()], "holds all of campaign 'tiny', not part 'a'"),
+    ("run-in-merged-folder", lambda w: ["run", w.campaign(parts_toml()), "--out", w.merged_folder()],
+     "holds parts merged by grafs-bench merge"),
+    ("status-merged-folder", lambda w: ["status", w.merged_folder()], "holds parts merged by grafs-bench merge"),
+    ("gather-merged-folder", lambda w: ["gather", w.merged_folder()], "merge again to refresh its tables"),
+    ("merge-no-part-folders", lambda w: ["merge", str(w.root / "m")], "required: PART_FOLDER"),
+    ("merge-missing-folder", lambda w: ["merge", str(w.root / "m"), str(w.root / "none")], "holds no campaign"),
+    ("merge-not-gathered", lambda w: ["merge", str(w.root / "m"), w.part_folder("p", "a"),
+                                      w.part_folder("q", "b", gathered=False)], "run `grafs-bench gather .*q` first"),
+    ("merge-other-campaigns", lambda w: ["merge", str(w.root / "m"), w.part_folder("p", "a"),
+                                         w.part_folder("q", "b", campaign="other")],
+     r"q holds another campaign than .*p \('name' differs\)"),
+    ("merge-same-part-twice", lambda w: ["merge", str(w.root / "m"), w.part_folder("p", "a"), w.part_folder("q", "a")],
+     "q holds part 'a', as .*p does; give each part once"),
+    ("merge-whole-campaign", lambda w: ["merge", str(w.root / "m"), w.campaign_folder()], "not a part"),
+    ("merge-a-merge", lambda w: ["merge", str(w.root / "m"), w.merged_folder()], "itself a merge of parts"),
+    ("merge-out-is-a-part", lambda w: ["merge", str(w.root / "p"), w.part_folder("p", "a"), w.part_folder("q", "b")],
+     "is one of the part folders"),
+    ("merge-out-holds-units", lambda w: ["merge", folder_with_units(w), w.part_folder("p", "a")], "holds units"),
+    ("merge-out-other-campaign", lambda w: ["merge", w.campaign_folder(campaign="other"), w.part_folder("p", "a")],
+     "holds campaign 'other', not 'tiny'"),
+    ("merge-out-file", lambda w: ["merge", w.file("o", "x"), w.part_folder("p", "a")], "is a file, not a folder"),
     # --- data directories --------------------------------------------------------------------
     ("data-missing", lambda w: ["train", "--task", "cifar10-resnet20", "--activation", "relu"],
      "CIFAR-10 not found .* pass --download to grafs-bench train or search"),

@@ -56,6 +56,24 @@ def _completeness_text(units: pd.DataFrame, missing: tables.Table) -> str:
     )
 
 
+def _parts_text(inputs: ReportInputs) -> list[str]:
+    """Which parts of a campaign run in parts the folder covers (nothing for a campaign run as a whole)."""
+    if inputs.part is not None:
+        return [f"This folder holds part {inputs.part} of the campaign ({len(inputs.units)} of its units); "
+                "`grafs-bench merge` joins the parts' folders for a report on all of them."]
+    if not inputs.merged:
+        return []
+    merged = "; ".join(
+        f"{part.part} from {part.folder} ({part.finished}/{part.units} units finished"
+        + (f", run from {part.first_started} to {part.last_finished})" if part.first_started else ")")
+        for part in inputs.merged
+    )
+    names = {part.part for part in inputs.merged}
+    left = [part.name for part in inputs.campaign.parts if part.name not in names]
+    return [f"Merged by `grafs-bench merge` from {len(inputs.merged)} of the campaign's {len(inputs.campaign.parts)} "
+            f"parts: {merged}." + (f" Not merged yet: {', '.join(left)}." if left else "")]
+
+
 def build_report(out: Path) -> Path:
     """Write the report of the campaign folder ``out``; returns the path of ``report.md``."""
     inputs = load_inputs(Path(out))
@@ -89,6 +107,7 @@ def build_report(out: Path) -> Path:
                   f"(tables/units.parquet, tables/trace.parquet, tables/activation_curves.parquet): {len(units)} "
                   f"declared units, search tasks {', '.join(campaign.tasks)}, seeds "
                   f"{', '.join(map(str, campaign.seeds))}."),
+        *(Paragraph(text) for text in _parts_text(inputs)),
         Heading(2, "Findings"),
         *(Paragraph(line) for line in findings(estimates.data, tests, friedman, aggregate.data, improvement.data,
                                                fidelity.data, relu_best, campaign, reference)),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.campaign import Campaign, SearchSpec, Unit
-from bench.folder import CampaignFolder
+from bench.folder import CampaignFolder, MergedPart
 from grafs.errors import UserError
 
 NOT_GATHERED = "not gathered"
@@ -38,6 +38,8 @@ class ReportInputs:
     units: pd.DataFrame  # one row per declared unit, with its gathered results
     trace: pd.DataFrame
     curves: pd.DataFrame  # f(x) of the found activations (by unit_id) and the comparison activations
+    part: str | None = None  # the part of the campaign the folder holds (None: all of it)
+    merged: tuple[MergedPart, ...] = ()  # a merged folder: the part folders its tables come from
 
 
 def _declared(units: list[Unit]) -> pd.DataFrame:
@@ -83,4 +85,5 @@ def load_inputs(out: Path) -> ReportInputs:
     trace = trace.reindex(columns=list(dict.fromkeys([*trace.columns, *TRACE_COLUMNS])))
     path = tables / "activation_curves.parquet"
     curves = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=list(CURVE_COLUMNS))
-    return ReportInputs(out=out, campaign=record.campaign, record=record.raw, units=units, trace=trace, curves=curves)
+    return ReportInputs(out=out, campaign=record.campaign, record=record.raw, units=units, trace=trace, curves=curves,
+                        part=record.part, merged=record.merged)

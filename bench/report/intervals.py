@@ -123,7 +123,8 @@ def interval_text(interval: Interval, format_value: Callable[[float], str], runs
 def _oriented(scores: pd.DataFrame) -> pd.DataFrame:
     """Finished search-task scores, negated for losses so that higher is better everywhere."""
     own = scores[(scores["search_task"] == scores["task"])].dropna(subset=["value"]).copy()
-    sign = own["task"].map(lambda task: 1.0 if get_task(task).metric.direction == "max" else -1.0)
+    # astype: mapping no scores at all would keep the task column's string dtype, which cannot multiply
+    sign = own["task"].map(lambda task: 1.0 if get_task(task).metric.direction == "max" else -1.0).astype(float)
     return own.assign(value=own["value"].astype(float) * sign)
 
 

@@ -1,0 +1,173 @@
+"""A campaign in parts: two parts of a tiny campaign run in folders of their own, are merged, and the
+merged folder reports as one campaign; a merge of some of the parts counts the others as missing."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import tomllib
+from test_report import CAMPAIGN, write_fixture
+
+from bench.campaign import expand, load_campaign, parse_campaign, units_of_part
+from bench.cli import main
+from bench.folder import CampaignFolder
+from bench.gather import gather
+from bench.report import build_report
+
+TINY_PARTS = """
+name = "tiny-parts"
+description = "GRAFS and ReLU on digits, two seeds, one part per seed"
+tasks = ["digits-vit"]
+seeds = [0, 1]
+methods = ["grafs"]
+fixed = ["relu"]
+
+[[parts]]
+name = "first"
+tasks = ["digits-vit"]
+seeds = [0]
+
+[[parts]]
+name = "second"
+tasks = ["digits-vit"]
+seeds = [1]
+
+[evaluation]
+seeds = [0]
+targets = []
+
+[scale]
+search_epochs = 2
+retrain_epochs = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory) -> dict[str, Path]:
+    """The two parts run: ``first`` in its default folder, ``second`` in one given by --out."""
+    root = tmp_path_factory.mktemp("parts")
+    campaign = root / "tiny-parts.toml"
+    campaign.write_text(TINY_PARTS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        assert main(["run", str(campaign), "--part", "first", "--no-tracking", "--workers", "1"]) == 0
+    second = root / "elsewhere" / "second"
+    assert main(["run", str(campaign), "--part", "second", "--out", str(second), "--no-tracking",
+                 "--workers", "1"]) == 0
+    return {"campaign": campaign, "first": root / "runs" / "tiny-parts" / "parts" / "first", "second": second}
+
+
+def units_table(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "tables" / "units.parquet")
+
+
+def test_each_part_runs_its_own_units_in_its_own_folder(parts, capsys):
+    campaign = load_campaign(str(parts["campaign"]))
+    for name in ("first", "second"):
+        record = CampaignFolder(parts[name]).read_record()
+        assert record.part == name and record.campaign == campaign  # the whole campaign, its parts included
+        assert [unit.id for unit in record.units] == [unit.id for unit in units_of_part(campaign, name)]
+        assert sorted(path.name for path in (parts[name] / "units").iterdir()) == sorted(u.id for u in record.units)
+        assert (units_table(parts[name])["state"] == "done").all()
+        assert f"This folder holds part {name} of the campaign" in (parts[name] / "report.md").read_text()
+        assert main(["status", str(parts[name]), "--json"]) == 0
+        assert len(json.loads(capsys.readouterr().out)["done"]) == len(record.units)
+    assert set(units_table(parts["first"])["label"]) == {"grafs", "relu"}  # the fixed activation: first seed's part
+    assert set(units_table(parts["second"])["label"]) == {"grafs"}
+
+
+def test_the_merged_parts_report_as_one_campaign(parts, tmp_path, capsys):
+    out = tmp_path / "merged"
+    assert main(["merge", str(out), str(parts["first"]), str(parts["second"])]) == 0
+    assert "merged parts first, second of campaign tiny-parts" in capsys.readouterr().out
+    record = CampaignFolder(out).read_record()
+    campaign = load_campaign(str(parts["campaign"]))
+    assert record.part is None and [unit.id for unit in record.units] == [unit.id for unit in expand(campaign)]
+    assert [(p.part, p.folder, p.units, p.finished) for p in record.merged] == [
+        ("first", str(parts["first"]), 3, 3), ("second", str(parts["second"]), 2, 2)]
+    assert all(p.first_started <= p.last_finished for p in record.merged)
+    for name in ("units", "trace", "history"):
+        merged = pd.read_parquet(out / "tables" / f"{name}.parquet")
+        each = [pd.read_parquet(parts[part] / "tables" / f"{name}.parquet") for part in ("first", "second")]
+        assert len(merged) == sum(map(len, each)) > 0
+        assert set(merged["unit_id"]) == set().union(*(set(table["unit_id"]) for table in each))
+    curves = pd.read_parquet(out / "tables" / "activation_curves.parquet")
+    one_part = pd.read_parquet(parts["second"] / "tables" / "activation_curves.parquet")
+    assert curves["activation"].value_counts().to_dict() == one_part["activation"].value_counts().to_dict()
+    assert set(curves["unit_id"].dropna()) == {u.id for u in record.units if u.kind == "search"}
+
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "Merged by `grafs-bench merge` from 2 of the campaign's 2 parts: first from" in report
+    assert "not gathered" not in report and "5 declared units" in report
+    before = {path.name: path.read_bytes() for path in (out / "tables").glob("*.parquet")}
+    assert main(["merge", str(out), str(parts["first"]), str(parts["second"])]) == 0  # merging again: the same
+    assert {path.name: path.read_bytes() for path in (out / "tables").glob("*.parquet")} == before
+
+
+def test_a_merge_of_one_part_reports_the_other_as_missing(parts, tmp_path, capsys):
+    out = tmp_path / "merged"
+    assert main(["merge", str(out), str(parts["second"]), "--report"]) == 0
+    assert "2/5 declared units finished; not merged: first" in capsys.readouterr().out
+    report = (out / "report.md").read_text()
+    # (a tiny search may also end diverged: it is then missing from the means too)
+    assert re.search(r"[345] of 5 declared units are missing from the results \(3 not gathered", report)
+    assert "from 1 of the campaign's 2 parts: second from" in report and "Not merged yet: first." in report
+    completeness = pd.read_csv(out / "tables" / "completeness.csv")
+    missing = completeness[completeness["state"] == "not gathered"]
+    assert sorted(missing["unit_id"]) == sorted(u.id for u in units_of_part(load_campaign(str(parts["campaign"])),
+                                                                             "first"))
+
+
+def test_the_merged_environment_keeps_shared_values_and_joins_differing_ones(parts, tmp_path):
+    copies = {name: tmp_path / name for name in ("first", "second")}
+    for name, folder in copies.items():
+        shutil.copytree(parts[name], folder, ignore=shutil.ignore_patterns("units", "figures", "report.*"))
+    (copies["first"] / "environment.json").write_text(json.dumps({"device": "cpu", "git_commit": "abc"}))
+    (copies["second"] / "environment.json").write_text(json.dumps({"device": "cpu", "git_commit": "def", "host": "b"}))
+    out = tmp_path / "merged"
+    assert main(["merge", str(out), str(copies["first"]), str(copies["second"])]) == 0
+    environment = json.loads((out / "environment.json").read_text())
+    assert environment == {"device": "cpu", "git_commit": "abc | def", "host": "not recorded | b"}
+    record = CampaignFolder(out).read_record()
+    assert [p.first_started for p in record.merged] == [None, None]  # copied without units/: no times
+
+
+def test_a_campaign_split_by_task_merges_to_the_whole_campaigns_report(tmp_path):
+    """Synthetic gathered tables (no training): each part's folder holds its share of a whole campaign's."""
+    spec = {**CAMPAIGN, "seeds": [0, 1], "budget_multiples": [1], "fixed": ["relu", "gelu"],
+            "parts": [{"name": "vit", "tasks": ["digits-vit"], "seeds": [0, 1]},
+                      {"name": "gpt", "tasks": ["pydoc-gpt"], "seeds": [0, 1]}]}
+    whole = tmp_path / "whole"
+    write_fixture(whole, spec)
+    campaign = parse_campaign(spec, source="test")
+    for name in ("vit", "gpt"):
+        folder = CampaignFolder(tmp_path / name)
+        folder.root.mkdir()
+        units = units_of_part(campaign, name)
+        folder.write_record(campaign, units, name)
+        folder.tables_dir.mkdir()
+        ids = {unit.id for unit in units}
+        for table in ("units", "trace", "history", "activation_curves"):
+            frame = pd.read_parquet(whole / "tables" / f"{table}.parquet")
+            keep = frame["unit_id"].isin(ids) | (frame["unit_id"].isna() if table == "activation_curves" else False)
+            frame[keep].to_parquet(folder.tables_dir / f"{table}.parquet", index=False)
+    merged = tmp_path / "merged"
+    assert main(["merge", str(merged), str(tmp_path / "vit"), str(tmp_path / "gpt"), "--report"]) == 0
+    build_report(whole)
+    for table in sorted((whole / "tables").glob("*.csv")):
+        assert (merged / "tables" / table.name).read_text() == table.read_text(), table.name
+
+
+
+def test_a_part_gathered_before_any_unit_finished_reports_them_all_missing(tmp_path):
+    campaign = parse_campaign(tomllib.loads(TINY_PARTS))
+    folder = CampaignFolder(tmp_path / "first")
+    folder.root.mkdir()
+    folder.write_record(campaign, units_of_part(campaign, "first"), "first")
+    gather(folder.root)
+    report = build_report(folder.root).read_text()
+    assert "3 of 3 declared units are missing from the results (3 pending)" in report
