@@ -383,6 +383,11 @@ def _command_run(args) -> int:
     workers = args.workers or default_workers(campaign.device)
     # Only now, with the campaign, its device and its folder checked, is anything created.
     out.mkdir(parents=True, exist_ok=True)
+    from bench.tracking import environment_tags, machine_tags
+
+    CampaignFolder(out).record_environment(
+        {**environment_tags(), **machine_tags(), "device": campaign.device, "workers": str(workers)}
+    )
     tracker = None
     if not args.no_tracking:
         from bench.tracking import TrackingThread

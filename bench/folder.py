@@ -30,7 +30,11 @@ from grafs.files import check_writable_folder, write_json_atomic
 
 DONE, FAILED, RUNNING, PENDING = "done", "failed", "running", "pending"
 RECORD = "campaign.json"
-LAYOUT = (RECORD, "units", "tables", "mlflow.db", "mlartifacts", "report.md", "report.html", "figures", "submitit")
+ENVIRONMENT = "environment.json"
+LAYOUT = (
+    RECORD, ENVIRONMENT, "units", "tables", "mlflow.db", "mlartifacts", "report.md", "report.html", "figures",
+    "submitit",
+)
 """What a campaign folder holds besides hidden lock and temporary files and SQLite's journals of mlflow.db."""
 
 
@@ -89,6 +93,21 @@ class CampaignRecord:
     merged: tuple[MergedPart, ...] = ()  # a merged folder: the part folders its tables come from
 
 
+NOT_RECORDED = "not recorded"
+
+
+def joined_environment(records: list[dict | None]) -> dict[str, str] | None:
+    """Several runs' environment values as one: per key the shared value, or the distinct values
+    joined by " | " in order (a run that recorded no such key counts as "not recorded")."""
+    if all(values is None for values in records):
+        return None
+    keys = dict.fromkeys(key for values in records if values for key in values)
+    return {
+        key: " | ".join(dict.fromkeys(str((values or {}).get(key, NOT_RECORDED)) for values in records))
+        for key in keys
+    }
+
+
 @dataclass(frozen=True)
 class CampaignFolder:
     root: Path
@@ -116,6 +135,28 @@ class CampaignFolder:
     @property
     def report_lock(self) -> Path:
         return self.root / ".report.lock"
+
+    @property
+    def environment_path(self) -> Path:
+        return self.root / ENVIRONMENT
+
+    def read_environment(self) -> dict | None:
+        """The recorded ``environment.json``, or None; a damaged one is a one-line :class:`UserError`."""
+        path = self.environment_path
+        if not path.exists():
+            return None
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            values = None
+        if not isinstance(values, dict):
+            raise UserError(f"{path} is not a JSON object of environment values; fix or remove it")
+        return values
+
+    def record_environment(self, values: dict[str, str]) -> None:
+        """Record where a run of this folder ran; a resumed run on another build or machine adds its values."""
+        recorded = self.read_environment()
+        write_json_atomic(self.environment_path, values if recorded is None else joined_environment([recorded, values]))
 
     def unit_dir(self, unit_id: str) -> Path:
         return self.units_dir / unit_id

@@ -26,14 +26,12 @@ from pathlib import Path
 import pandas as pd
 
 from bench.campaign import expand, units_of_part
-from bench.folder import DONE, CampaignFolder, CampaignRecord, MergedPart
+from bench.folder import DONE, CampaignFolder, CampaignRecord, MergedPart, joined_environment
 from grafs.errors import UserError
 from grafs.files import atomic_path, check_writable_folder, write_json_atomic
 
 TABLE_ORDER = {"units": ["unit_id"], "trace": ["unit_id", "step"], "history": ["unit_id", "step"]}
 CURVES = "activation_curves"
-ENVIRONMENT = "environment.json"
-NOT_RECORDED = "not recorded"
 
 
 @dataclass(frozen=True)
@@ -75,9 +73,9 @@ def merge_parts(out: Path, folders: Sequence[Path]) -> CampaignRecord:
         with atomic_path(folder.tables_dir / f"{name}.parquet") as temporary:
             table.to_parquet(temporary, index=False)
     if environment is None:
-        (out / ENVIRONMENT).unlink(missing_ok=True)  # an earlier one describes other runs
+        folder.environment_path.unlink(missing_ok=True)  # an earlier one describes other runs
     else:
-        write_json_atomic(out / ENVIRONMENT, environment)
+        write_json_atomic(folder.environment_path, environment)
     units = expand(campaign)
     folder.write_merged_record(campaign, units, merged)
     return CampaignRecord(campaign, units, campaign.to_record(), merged=merged)
@@ -159,27 +157,7 @@ def _concat(frames: list[pd.DataFrame], order: list[str]) -> pd.DataFrame:
 
 
 def _environment(parts: list[GatheredPart]) -> dict[str, str] | None:
-    recorded = [_read_environment(part.folder) for part in parts]
-    if all(values is None for values in recorded):
-        return None
-    keys = dict.fromkeys(key for values in recorded if values for key in values)
-    return {
-        key: " | ".join(dict.fromkeys(str((values or {}).get(key, NOT_RECORDED)) for values in recorded))
-        for key in keys
-    }
-
-
-def _read_environment(folder: Path) -> dict | None:
-    path = folder / ENVIRONMENT
-    if not path.exists():
-        return None
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        values = None
-    if not isinstance(values, dict):
-        raise UserError(f"{path} is not a JSON object of environment values; fix or remove it")
-    return values
+    return joined_environment([CampaignFolder(part.folder).read_environment() for part in parts])
 
 
 def _provenance(part: GatheredPart) -> MergedPart:

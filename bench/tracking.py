@@ -47,6 +47,17 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
+def machine_tags() -> dict[str, str]:
+    """The machine a run ran on: platform, CPU model and core count."""
+    cpu = platform.processor() or "unknown"
+    try:
+        names = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0].split(":", 1)[1].strip() if names else cpu
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": str(os.cpu_count())}
+
+
 def git_commit() -> str:
     root = Path(__file__).resolve().parents[1]
     try:

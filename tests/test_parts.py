@@ -122,6 +122,17 @@ def test_a_merge_of_one_part_reports_the_other_as_missing(parts, tmp_path, capsy
                                                                              "first"))
 
 
+def test_a_run_records_its_build_and_machine_and_the_merge_joins_them(parts, tmp_path):
+    for name in ("first", "second"):
+        environment = CampaignFolder(parts[name]).read_environment()
+        assert re.fullmatch(r"[0-9a-f]{40}|unknown", environment["git_commit"])
+        assert environment["workers"] == "1" and int(environment["cpu_count"]) >= 1
+        assert environment["version.torch"] and environment["cpu"] and environment["platform"]
+    out = tmp_path / "merged"
+    assert main(["merge", str(out), str(parts["first"]), str(parts["second"])]) == 0
+    assert CampaignFolder(out).read_environment() == CampaignFolder(parts["first"]).read_environment()
+
+
 def test_the_merged_environment_keeps_shared_values_and_joins_differing_ones(parts, tmp_path):
     copies = {name: tmp_path / name for name in ("first", "second")}
     for name, folder in copies.items():

@@ -27,7 +27,6 @@ import re
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.benchmarks.clocks import CLOCKS, load_average
 from bench.models import create_model
 from grafs.cell import SearchCell
 
@@ -156,9 +156,6 @@ def train_steps(workload: Workload, variant: str, batch: int, device: torch.devi
     return step
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
 def step_times(
     workload: Workload, runs: list[tuple[str, int]], steps: int, device: torch.device, clock: str = "wall"
 ) -> dict:
@@ -231,12 +228,6 @@ def report(workload: Workload, seconds: dict, peaks: dict, device: torch.device)
             row += f"{ratios[variant][0]:>9.2f}{ratios[variant][1]:>10.2f}"
         print(row)
     return ratios
-
-
-def load_average() -> str:
-    """The 1- and 5-minute load averages: ratios measured on a busy machine need them beside them."""
-    one, five, _ = os.getloadavg()
-    return f"{one:.2f} {five:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
