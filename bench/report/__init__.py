@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bench.campaign import units_of_part
 from bench.report import figures, intervals, stats, tables
 from bench.report.findings import findings
 from bench.report.inputs import NOT_GATHERED, ReportInputs, load_inputs
@@ -40,20 +42,35 @@ def environment(inputs: ReportInputs) -> tuple[str, dict[str, str]]:
     return "of the build of this report (the units record none of their own)", values
 
 
-def _completeness_text(units: pd.DataFrame, missing: tables.Table) -> str:
+def _completeness_text(units: pd.DataFrame, missing: tables.Table, unmerged: set[str]) -> str:
     total = len(units)
-    if missing.display.empty:
+    if missing.data.empty:
         return f"All {total} declared units finished with status ok."
     counts = missing.data["state"].value_counts()
     diverged = int((missing.data["state"] == "done").sum())
     parts = [f"{int(counts[s])} {s}" for s in ("failed", "running", "pending", NOT_GATHERED) if s in counts]
     if diverged:
         parts.append(f"{diverged} diverged")
-    return (
-        f"{len(missing.display)} of {total} declared units are missing from the results ({', '.join(parts)}). "
+    text = (
+        f"{len(missing.data)} of {total} declared units are missing from the results ({', '.join(parts)}). "
         "Means average only the finished units: every cell built from an incomplete group says so as n=k/N "
         "(finished / declared units), and a cell with none finished shows –."
     )
+    if unmerged:
+        text += (f" {len(unmerged)} of them belong to the parts not merged yet: the table below lists only the "
+                 "others, tables/completeness.csv all of them.")
+    return text
+
+
+def _unmerged_units(inputs: ReportInputs) -> set[str]:
+    """The units of a merged folder's campaign that belong to parts not merged (yet)."""
+    if not inputs.merged:
+        return set()
+    names = {part.part for part in inputs.merged}
+    return {
+        unit.id for part in inputs.campaign.parts if part.name not in names
+        for unit in units_of_part(inputs.campaign, part.name)
+    }
 
 
 def _parts_text(inputs: ReportInputs) -> list[str]:
@@ -82,6 +99,8 @@ def build_report(out: Path) -> Path:
     figure_dir, table_dir = inputs.out / "figures", inputs.out / "tables"
     scores = tables.replicate_scores(units, campaign)
     missing = tables.completeness(units)
+    unmerged = _unmerged_units(inputs)
+    shown = replace(missing, display=missing.display[~missing.data["unit_id"].isin(unmerged)].reset_index(drop=True))
     efficiency = tables.efficiency(units, inputs.trace, campaign)
     target = tables.time_to_target(units, campaign)
     transfer, normalised = tables.transfer(units, campaign)
@@ -112,10 +131,10 @@ def build_report(out: Path) -> Path:
         *(Paragraph(line) for line in findings(estimates.data, tests, friedman, aggregate.data, improvement.data,
                                                fidelity.data, relu_best, campaign, reference)),
         Heading(2, "Completeness"),
-        Paragraph(_completeness_text(units, missing)),
+        Paragraph(_completeness_text(units, missing, unmerged)),
     ]
-    if not missing.display.empty:
-        blocks.append(missing)
+    if not shown.display.empty:
+        blocks.append(shown)
     blocks += [Heading(2, "Interval estimates"), estimates, aggregate]
     if runs.tasks:
         blocks.append(figures.performance_profiles(runs, campaign, figure_dir))
@@ -166,6 +185,8 @@ def build_report(out: Path) -> Path:
     for block in blocks:
         if isinstance(block, tables.Table):
             write_table(block, table_dir)
+    if shown.display.empty and not missing.data.empty:  # only unmerged parts' units: listed in the files alone
+        write_table(shown, table_dir)
     write_text_atomic(inputs.out / "report.html", render_html(blocks, f"grafs-bench report: {campaign.name}"))
     path = inputs.out / "report.md"
     write_text_atomic(path, render_markdown(blocks, inputs.out))
