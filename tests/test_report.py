@@ -422,3 +422,18 @@ def test_search_details_count_generations_incumbent_origins_and_stopped_candidat
     assert details["from_initial_sample"].tolist()[:3] == [True, False, False]
     assert np.isnan(details.loc["asha-0", "generations"])
     assert details.loc["asha-0", ["stopped_rung_0", "stopped_rung_1"]].tolist() == [2.0, 1.0]
+
+
+def test_proxy_fidelity_counts_the_candidates_the_proxy_scored_not_retraining_variants(tmp_path):
+    # PANGAEA's finds are also retrained with per-layer betas: another model than the one its proxy
+    # scored, so those retrainings are no proxy-fidelity points (and the figure has no colour for them).
+    out = tmp_path / "with-pangaea"
+    with pytest.MonkeyPatch.context() as patch:  # the synthetic metrics need an effect per label
+        patch.setitem(EFFECT, "pangaea", -0.002)
+        patch.setitem(EFFECT, "pangaea-per-layer", -0.001)
+        write_fixture(out, {**CAMPAIGN, "methods": [*CAMPAIGN["methods"], "pangaea"]})
+    build_report(out)
+    fidelity = read_csv(out, "proxy_fidelity")
+    assert "pangaea-per-layer" not in set(fidelity["methods"]) and "pangaea" in set(fidelity["methods"])
+    assert (fidelity[fidelity["methods"] == "pangaea"]["points"] == 9).all()  # 3 seeds x its top 3
+    assert (out / "figures" / "proxy_fidelity.png").is_file()

@@ -348,10 +348,13 @@ def rank_by_budget(blocks: pd.DataFrame, campaign: Campaign) -> Table:
 # ----------------------------------------------------------------------------------------------
 def proxy_points(units: pd.DataFrame, campaign: Campaign) -> pd.DataFrame:
     """Per retrained black-box candidate at the largest budget on its search task: its proxy score and its
-    test metric (mean over evaluation seeds)."""
+    test metric (mean over evaluation seeds). A method's retraining variants (PANGAEA's per-layer betas)
+    train another model than the one its proxy scored, so only the methods' own labels count."""
     largest = max(campaign.budget_multiples)
+    scored = {method.label for method in campaign.methods if not method.is_grafs}
     retrains = units[(units["kind"] == "retrain") & units["fixed"].isna() & (units["task"] == units["search_task"])
-                     & (units["budget_multiple"] == largest) & (units["state"] == "done")].copy()
+                     & (units["budget_multiple"] == largest) & (units["state"] == "done")
+                     & units["label"].isin(scored)].copy()
     retrains["proxy"] = pd.to_numeric(retrains["proxy_score"], errors="coerce")
     retrains["test"] = pd.to_numeric(retrains["test_metric"], errors="coerce")
     retrains = retrains[np.isfinite(retrains["proxy"]) & np.isfinite(retrains["test"])]
