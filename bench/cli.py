@@ -378,14 +378,15 @@ def _command_run(args) -> int:
     else:
         get_part(campaign, args.part)
         out = args.out or Path("runs") / campaign.name / "parts" / args.part
-    CampaignFolder(out).check_can_run(campaign, args.part)
+    folder = CampaignFolder(out)
+    folder.check_can_run(campaign, args.part)
     resolve_device(campaign.device)
     workers = args.workers or default_workers(campaign.device)
     # Only now, with the campaign, its device and its folder checked, is anything created.
     out.mkdir(parents=True, exist_ok=True)
     from bench.tracking import environment_tags, machine_tags
 
-    CampaignFolder(out).record_environment(
+    folder.record_environment(
         {**environment_tags(), **machine_tags(), "device": campaign.device, "workers": str(workers)}
     )
     tracker = None
@@ -403,9 +404,9 @@ def _command_run(args) -> int:
     summary = run_campaign(campaign, out, workers=workers, executor=args.executor, on_finished=finished,
                            progress_every=args.progress_every, part=args.part)
     if tracker:
-        tracker.call(lambda store: _log_unlogged(store, CampaignFolder(out), campaign.device))
+        tracker.call(lambda store: _log_unlogged(store, folder, campaign.device))
         tracker.close()
-    with folder_lock(CampaignFolder(out).report_lock):  # runners sharing the folder take turns
+    with folder_lock(folder.report_lock):  # runners sharing the folder take turns
         tables = gather(out)
         report = build_report(out)
     print(

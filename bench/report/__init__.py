@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.campaign import units_of_part
+from bench.folder import CampaignFolder
 from bench.report import figures, intervals, stats, tables
 from bench.report.findings import findings
 from bench.report.inputs import NOT_GATHERED, ReportInputs, load_inputs
@@ -28,9 +29,9 @@ REPORT_PACKAGES = ("scipy", "seaborn", "matplotlib", "scikit-posthocs")
 
 def environment(inputs: ReportInputs) -> tuple[str, dict[str, str]]:
     """Where the numbers come from: ``environment.json`` if the campaign recorded one, else this build's."""
-    recorded = inputs.out / "environment.json"
-    if recorded.is_file():
-        return "as recorded in environment.json", json.loads(recorded.read_text())
+    recorded = CampaignFolder(inputs.out).read_environment()
+    if recorded is not None:
+        return "as recorded in environment.json", recorded
     from bench.tracking import environment_tags
 
     values = dict(environment_tags())
