@@ -6,6 +6,11 @@ each in a folder of its own. :func:`merge_parts` writes into a folder ``out``:
 ``campaign.json``     the campaign (as ``source`` the parts' campaign files, joined by " | " where they lay
                       apart), every unit it declares (those of parts not merged too: the report counts them
                       as not gathered) and where each merged part came from (:class:`MergedPart`)
+
+Parts only schedule a campaign: its units and their ids do not depend on them. So a campaign may be split
+anew between the runs of its parts (say, when the parts still to run turn out too long), the parts already
+run keeping their declaration. The merged campaign declares the split of the last given part whose record
+declares every merged part as it ran; where no record does, the parts overlap and the merge is refused.
 ``tables/*.parquet``  the parts' gathered tables, concatenated
 ``environment.json``  if a part recorded one: per key the parts' value, or their distinct values joined by
                       " | " where they differ (a part without the file or the key counts as "not recorded")
@@ -25,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.campaign import expand, units_of_part
+from bench.campaign import Campaign, expand, get_part, units_of_part
 from bench.folder import DONE, CampaignFolder, CampaignRecord, MergedPart, joined_environment
 from grafs.errors import UserError
 from grafs.files import atomic_path, check_writable_folder, write_json_atomic
@@ -61,7 +66,7 @@ def merge_parts(out: Path, folders: Sequence[Path]) -> CampaignRecord:
                             "give each part once")
         seen[part.record.part] = part.folder
     sources = dict.fromkeys(part.record.campaign.source for part in parts)
-    campaign = replace(first.record.campaign, source=" | ".join(sources))
+    campaign = replace(_newest_split(parts), source=" | ".join(sources))
     _check_out(out, campaign.name)
     tables = _merged_tables(parts)
     environment = _environment(parts)
@@ -111,11 +116,25 @@ def _read_part(folder: Path) -> GatheredPart:
 
 
 def _differing_key(first: dict, other: dict) -> str | None:
-    """The first key whose value differs; ``source`` (where the campaign file lay) is no part of the campaign."""
-    for key in sorted((set(first) | set(other)) - {"source"}):
+    """The first key whose value differs; ``source`` (where the campaign file lay) and ``parts`` (how its
+    runs were split) are no part of the campaign."""
+    for key in sorted((set(first) | set(other)) - {"source", "parts"}):
         if first.get(key) != other.get(key):
             return key
     return None
+
+
+def _newest_split(parts: list[GatheredPart]) -> Campaign:
+    """The campaign as the last part declares it whose record declares every merged part as it ran."""
+    ran = {part.record.part: get_part(part.record.campaign, part.record.part) for part in parts}
+    for part in reversed(parts):
+        declared = {p.name: p for p in part.record.campaign.parts}
+        if all(declared.get(name) == split for name, split in ran.items()):
+            return part.record.campaign
+    names = ", ".join(f"{name} (seeds {', '.join(map(str, split.seeds))} of {', '.join(split.tasks)})"
+                      for name, split in ran.items())
+    raise UserError(f"parts {names} ran under different [[parts]] splits of the campaign and no part's record "
+                    "declares them all as they ran, so their units may overlap; merge the parts of one split")
 
 
 def _check_out(out: Path, campaign: str) -> None:

@@ -260,6 +260,7 @@ def run_campaign(
                disable=not terminal)
     lines = None if terminal else ProgressLines(name, len(units), len(units) - len(pending), progress_every)
     pool = make_pool(executor, workers, out)
+    just_finished = False
     try:
         while pending or running:
             for unit in list(pending):
@@ -272,6 +273,9 @@ def run_campaign(
                 for unit, future in zip(ready, pool.submit(ready, out, campaign.device), strict=False):
                     running[future] = unit
                     pending.remove(unit)
+            if lines:  # after the refill, so that the line counts the units running now
+                done = sum(state == DONE for state in states.values())
+                lines.update(done, len(running), len(failed), len(blocked), unit_finished=just_finished)
             if not running:
                 if pending:  # units waiting on work another runner holds: look again shortly
                     time.sleep(1.0)
@@ -299,9 +303,7 @@ def run_campaign(
                 bar.update()
                 if on_finished:
                     on_finished(unit, outcome)
-            if lines:
-                done = sum(state == DONE for state in states.values())
-                lines.update(done, len(running), len(failed), len(blocked), unit_finished=bool(finished))
+            just_finished = bool(finished)
     except BaseException:
         pool.stop()
         raise

@@ -64,9 +64,11 @@ class Workspace:
         CampaignFolder(self.root / name).write_record(parsed, expand(parsed))
         return str(self.root / name)
 
-    def part_folder(self, name: str, part: str, campaign: str = "tiny", gathered: bool = True) -> str:
-        """The folder of a part of a two-part campaign, its units not run (pending), gathered or not."""
-        parsed = parse_campaign({**TINY, "name": campaign, "seeds": [0, 1], "parts": TWO_PARTS})
+    def part_folder(self, name: str, part: str, campaign: str = "tiny", gathered: bool = True,
+                    parts: list = TWO_PARTS) -> str:
+        """The folder of a part of a campaign split into ``parts`` (by default two), its units not run
+        (pending), gathered or not."""
+        parsed = parse_campaign({**TINY, "name": campaign, "seeds": [0, 1], "parts": parts})
         folder = CampaignFolder(self.root / name)
         folder.root.mkdir()
         folder.write_record(parsed, units_of_part(parsed, part), part)
@@ -345,6 +347,9 @@ CASES: list[tuple[str, Callable[[Workspace], list[str]], str]] = [
      r"q holds another campaign than .*p \('name' differs\)"),
     ("merge-same-part-twice", lambda w: ["merge", str(w.root / "m"), w.part_folder("p", "a"), w.part_folder("q", "a")],
      "q holds part 'a', as .*p does; give each part once"),
+    ("merge-overlapping-splits", lambda w: ["merge", str(w.root / "m"), w.part_folder("p", "b"), w.part_folder(
+        "q", "a", parts=[{"name": "a", "tasks": ["digits-vit"], "seeds": [0, 1]}])],
+     r"parts b \(seeds 1 of digits-vit\), a \(seeds 0, 1 of digits-vit\) ran under different \[\[parts\]\] splits"),
     ("merge-whole-campaign", lambda w: ["merge", str(w.root / "m"), w.campaign_folder()], "not a part"),
     ("merge-a-merge", lambda w: ["merge", str(w.root / "m"), w.merged_folder()], "itself a merge of parts"),
     ("merge-out-is-a-part", lambda w: ["merge", str(w.root / "p"), w.part_folder("p", "a"), w.part_folder("q", "b")],

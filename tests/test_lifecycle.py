@@ -148,13 +148,16 @@ def test_a_run_without_a_terminal_prints_progress_lines(tmp_path):
         process = subprocess.Popen(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT,
                                    env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
         try:
-            line = re.compile(r"campaign tiny: (\d)/5 units done, \d running, 0 failed, 0 blocked; about \S+ left")
+            line = re.compile(r"campaign tiny: (\d)/5 units done, (\d) running, 0 failed, 0 blocked; about \S+ left")
             seen = wait_until(lambda: len(line.findall(log.read_text())) >= 2, 300)
             assert seen and process.poll() is None, log.read_text()  # lines while the run works
             process.send_signal(signal.SIGTERM)  # two lines are enough
             assert process.wait(timeout=60) == 130
         finally:
             process.kill()
+    counts = [(int(done), int(running)) for done, running in line.findall(log.read_text())]
+    assert [done for done, _ in counts] == sorted(done for done, _ in counts)
+    # The first finished unit's line comes after its worker took the next one: both workers busy.
+    assert counts[0][1] == 2, counts
     text = log.read_text()
-    assert [int(done) for done in line.findall(text)] == sorted(int(done) for done in line.findall(text))
     assert "INFO" not in text  # MLflow's start-up chatter is silenced

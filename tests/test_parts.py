@@ -151,6 +151,51 @@ def test_the_merged_environment_keeps_shared_values_and_joins_differing_ones(par
     assert [p.first_started for p in record.merged] == [None, None]  # copied without units/: no times
 
 
+def synthetic_part(whole: Path, campaign, name: str, out: Path) -> Path:
+    """The folder of part ``name`` of ``campaign`` as if run and gathered: its share of the synthetic
+    tables of the whole campaign in ``whole`` (see test_report.write_fixture)."""
+    folder = CampaignFolder(out)
+    folder.root.mkdir()
+    units = units_of_part(campaign, name)
+    folder.write_record(campaign, units, name)
+    folder.tables_dir.mkdir()
+    ids = {unit.id for unit in units}
+    for table in ("units", "trace", "history", "activation_curves"):
+        frame = pd.read_parquet(whole / "tables" / f"{table}.parquet")
+        keep = frame["unit_id"].isin(ids) | (frame["unit_id"].isna() if table == "activation_curves" else False)
+        frame[keep].to_parquet(folder.tables_dir / f"{table}.parquet", index=False)
+    return out
+
+
+def test_a_campaign_split_anew_between_parts_merges_under_the_newest_split(tmp_path, capsys):
+    """Part ``a`` ran under a split into a (seed 0) and b (seeds 1, 2); b then turned out too long and the
+    campaign was split anew into a, b (seed 1) and c (seed 2). The parts run merge, under the new split."""
+    spec = {**CAMPAIGN, "tasks": ["digits-vit"], "budget_multiples": [1], "fixed": ["relu"],
+            "evaluation": {**CAMPAIGN["evaluation"], "targets": ["digits-vit-mini"]}}
+    whole = tmp_path / "whole"
+    write_fixture(whole, spec)
+    split = [{"name": "a", "tasks": ["digits-vit"], "seeds": [0]}]
+    old = parse_campaign({**spec, "parts": [*split, {"name": "b", "tasks": ["digits-vit"], "seeds": [1, 2]}]})
+    new = parse_campaign({**spec, "parts": [*split, {"name": "b", "tasks": ["digits-vit"], "seeds": [1]},
+                                            {"name": "c", "tasks": ["digits-vit"], "seeds": [2]}]})
+    assert expand(old) == expand(new)  # the split changes no unit
+    a = synthetic_part(whole, old, "a", tmp_path / "a")
+    b = synthetic_part(whole, new, "b", tmp_path / "b")
+    for order in ([a, b], [b, a]):
+        merged = tmp_path / f"merged-{order[0].name}"
+        assert main(["merge", str(merged), *map(str, order), "--report"]) == 0
+        assert CampaignFolder(merged).read_record().campaign.parts == new.parts  # old does not declare b as it ran
+        assert "from 2 of the campaign's 3 parts" in (merged / "report.md").read_text()
+        assert "Not merged yet: c." in (merged / "report.md").read_text()
+    # b as it ran under the old split (seeds 1 and 2) overlaps c of the new one: no record declares both.
+    old_b = synthetic_part(whole, old, "b", tmp_path / "old-b")
+    c = synthetic_part(whole, new, "c", tmp_path / "c")
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "refused"), str(old_b), str(c)]) == 2
+    assert "ran under different [[parts]] splits" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+
+
 def test_a_campaign_split_by_task_merges_to_the_whole_campaigns_report(tmp_path):
     """Synthetic gathered tables (no training): each part's folder holds its share of a whole campaign's."""
     spec = {**CAMPAIGN, "seeds": [0, 1], "budget_multiples": [1], "fixed": ["relu", "gelu"],
@@ -160,16 +205,7 @@ def test_a_campaign_split_by_task_merges_to_the_whole_campaigns_report(tmp_path)
     write_fixture(whole, spec)
     campaign = parse_campaign(spec, source="test")
     for name in ("vit", "gpt"):
-        folder = CampaignFolder(tmp_path / name)
-        folder.root.mkdir()
-        units = units_of_part(campaign, name)
-        folder.write_record(campaign, units, name)
-        folder.tables_dir.mkdir()
-        ids = {unit.id for unit in units}
-        for table in ("units", "trace", "history", "activation_curves"):
-            frame = pd.read_parquet(whole / "tables" / f"{table}.parquet")
-            keep = frame["unit_id"].isin(ids) | (frame["unit_id"].isna() if table == "activation_curves" else False)
-            frame[keep].to_parquet(folder.tables_dir / f"{table}.parquet", index=False)
+        synthetic_part(whole, campaign, name, tmp_path / name)
     merged = tmp_path / "merged"
     assert main(["merge", str(merged), str(tmp_path / "vit"), str(tmp_path / "gpt"), "--report"]) == 0
     build_report(whole)
