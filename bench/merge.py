@@ -6,11 +6,6 @@ each in a folder of its own. :func:`merge_parts` writes into a folder ``out``:
 ``campaign.json``     the campaign (as ``source`` the parts' campaign files, joined by " | " where they lay
                       apart), every unit it declares (those of parts not merged too: the report counts them
                       as not gathered) and where each merged part came from (:class:`MergedPart`)
-
-Parts only schedule a campaign: its units and their ids do not depend on them. So a campaign may be split
-anew between the runs of its parts (say, when the parts still to run turn out too long), the parts already
-run keeping their declaration. The merged campaign declares the split of the last given part whose record
-declares every merged part as it ran; where no record does, the parts overlap and the merge is refused.
 ``tables/*.parquet``  the parts' gathered tables, concatenated
 ``environment.json``  if a part recorded one: per key the parts' value, or their distinct values joined by
                       " | " where they differ (a part without the file or the key counts as "not recorded")
@@ -18,6 +13,11 @@ declares every merged part as it ran; where no record does, the parts overlap an
 It reads the parts' campaign.json and gathered tables only (and their units' done.json, for when each
 part ran); nothing is run or gathered again. Every check comes before the first write, so a refused
 merge writes nothing; each file is replaced atomically.
+
+Parts only schedule a campaign: its units and their ids do not depend on them. So a campaign may be split
+anew between the runs of its parts (say, when the parts still to run turn out too long), the parts already
+run keeping their declaration. The merged campaign declares the split of the last given part whose record
+declares every merged part as it ran; where no record does, the parts overlap and the merge is refused.
 """
 
 from __future__ import annotations

@@ -276,6 +276,7 @@ def run_campaign(
             if lines:  # after the refill, so that the line counts the units running now
                 done = sum(state == DONE for state in states.values())
                 lines.update(done, len(running), len(failed), len(blocked), unit_finished=just_finished)
+                just_finished = False
             if not running:
                 if pending:  # units waiting on work another runner holds: look again shortly
                     time.sleep(1.0)
