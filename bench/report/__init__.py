@@ -57,7 +57,9 @@ def _completeness_text(units: pd.DataFrame, missing: tables.Table, unmerged: set
         "Means average only the finished units: every cell built from an incomplete group says so as n=k/N "
         "(finished / declared units), and a cell with none finished shows –."
     )
-    if unmerged:
+    if len(unmerged) == len(missing.data):
+        text += " All of them belong to the parts not merged yet; tables/completeness.csv lists them."
+    elif unmerged:
         text += (f" {len(unmerged)} of them belong to the parts not merged yet: the table below lists only the "
                  "others, tables/completeness.csv all of them.")
     return text
