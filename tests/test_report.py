@@ -406,6 +406,13 @@ def test_a_small_campaign_reports_why_it_skips_friedman(tmp_path):
     assert (tmp_path / "figures" / "performance_profiles.png").is_file()
 
 
+def test_a_single_search_seed_is_stated_as_a_point_estimate(tmp_path):
+    write_fixture(tmp_path, {**SMALL, "seeds": [0]})
+    text = build_report(tmp_path).read_text()
+    assert "(one run, a point estimate): it is not judged against relu" in text
+    assert "1 runs" not in text
+
+
 def test_search_details_count_generations_incumbent_origins_and_stopped_candidates():
     units = pd.DataFrame({
         "unit_id": ["evolution-0", "evolution-1", "pangaea-0", "asha-0"], "kind": "search", "state": "done",

@@ -71,8 +71,9 @@ def task_sentences(estimates: pd.DataFrame, campaign: Campaign, reference: str) 
             groups[word].append(f"{_rival_name(rival)} ({_text(_interval(row), task, int(row['runs']))})")
         parts = [f"{word} {', '.join(names)}" for word, names in groups.items() if names]
         score = _text(_interval(own), task, int(own["runs"]))
-        sentence = (f"On {task} ({_metric_phrase(task)}), {reference} scores {score} "
-                    f"({own['estimator']} of {int(own['runs'])} runs, 95 % bootstrap interval)")
+        basis = (f"{own['estimator']} of {int(own['runs'])} runs, 95 % bootstrap interval" if own["runs"] > 1
+                 else "one run, a point estimate")
+        sentence = f"On {task} ({_metric_phrase(task)}), {reference} scores {score} ({basis})"
         lines.append(sentence + (": it " + "; it ".join(parts) + "." if parts else "."))
         if groups["is not judged against"]:
             lines.append(f"On {task}, a side with fewer than {MIN_VERDICT_RUNS} runs (other than a fixed "
