@@ -8,10 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.merge import CURVES, TABLE_ORDER
 from grafs.genotype import Genotype
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = ("units.parquet", "trace.parquet", "history.parquet", "activation_curves.parquet")
+TABLES = tuple(f"{name}.parquet" for name in (*TABLE_ORDER, CURVES))
 pytestmark = pytest.mark.slow
 
 
