@@ -43,7 +43,8 @@ def environment(inputs: ReportInputs) -> tuple[str, dict[str, str]]:
     return "of the build of this report (the units record none of their own)", values
 
 
-def _completeness_text(units: pd.DataFrame, missing: tables.Table, unmerged: set[str]) -> str:
+def _completeness_text(units: pd.DataFrame, missing: tables.Table, shown: tables.Table) -> str:
+    """``shown`` is ``missing`` less the units of parts not merged yet (those the report's table lists)."""
     total = len(units)
     if missing.data.empty:
         return f"All {total} declared units finished with status ok."
@@ -57,10 +58,11 @@ def _completeness_text(units: pd.DataFrame, missing: tables.Table, unmerged: set
         "Means average only the finished units: every cell built from an incomplete group says so as n=k/N "
         "(finished / declared units), and a cell with none finished shows –."
     )
-    if len(unmerged) == len(missing.data):
+    unmerged = len(missing.data) - len(shown.display)
+    if shown.display.empty:
         text += " All of them belong to the parts not merged yet; tables/completeness.csv lists them."
     elif unmerged:
-        text += (f" {len(unmerged)} of them belong to the parts not merged yet: the table below lists only the "
+        text += (f" {unmerged} of them belong to the parts not merged yet: the table below lists only the "
                  "others, tables/completeness.csv all of them.")
     return text
 
@@ -134,7 +136,7 @@ def build_report(out: Path) -> Path:
         *(Paragraph(line) for line in findings(estimates.data, tests, friedman, aggregate.data, improvement.data,
                                                fidelity.data, relu_best, campaign, reference)),
         Heading(2, "Completeness"),
-        Paragraph(_completeness_text(units, missing, unmerged)),
+        Paragraph(_completeness_text(units, missing, shown)),
     ]
     if not shown.display.empty:
         blocks.append(shown)
