@@ -8,9 +8,13 @@
  * blocks of BLOCK floats that stay in cache, the forward pass keeps nothing, and the backward
  * pass recomputes the forward block by block from the saved input, evaluating every op's value
  * and derivative together once. The three unary slots that read x (u0, u1, u3) share each op
- * evaluation, and the elementwise math calls glibc's vector math library (libmvec) when
+ * evaluation, quantities several ops read (exp, sigmoid, 1 / (1 + x^2), exp(-x^2 / 2)) are computed
+ * once per block, and the elementwise math calls glibc's vector math library (libmvec) when
  * GRAFS_VECTOR_MATH is defined. Which ops each slot sums with which weights is worked out once per
- * call (group_schedule), not per block. For fixed weights and betas (a found activation) one
+ * call (group_schedule), not per block; the linear binary ops of a slot fold into one pass
+ * (binary_linear). Sums run in several registers at a time (SPAN), so that consecutive additions do
+ * not wait for each other, and each block asks for the next block's tensors ahead (prefetch_block).
+ * For fixed weights and betas (a found activation) one
  * forward-mode pass gives the output and its derivative by x (tangent_task), which is all such a
  * node keeps for its backward pass.
  *
@@ -47,7 +51,9 @@ VECTOR_VARIANT float erff(float);
 #endif
 
 #define BLOCK 256
-#define CHUNK 16 /* elements summed in registers at a time; divides BLOCK */
+#define CHUNK 16 /* elements in one vector register */
+#define SPAN 64  /* elements summed at a time, in SPAN / CHUNK independent registers; divides BLOCK */
+#define PARTS (SPAN / CHUNK)
 #define GRAIN 32768
 #define MAX_UNARY 64
 #define MAX_CANDIDATES 256
@@ -91,10 +97,12 @@ static inline float inside(float v, float lo, float hi, int edges) {
 
 static inline float sigmoid_scalar(float v) { return 1.0f / (1.0f + expf(-v)); }
 
-/* Beta-free unary ops: the value at v, the derivative into *d. e = exp(v) and s = sigmoid(v) are
- * precomputed for the ops that read them (see NEEDS_EXP); after inlining, the compiler drops the
- * derivative where it is not used. */
-#define POINT(name) static inline float name(float v, float e, float s, int bounded, int edges, float *d)
+/* Beta-free unary ops: the value at v, the derivative into *d. Quantities several ops read are
+ * computed once per block for the ops that read them (input_prepare): e = exp(v), s = sigmoid(v),
+ * and for derivatives q = 1 / (1 + v^2) and h = exp(-v^2 / 2). After inlining, the compiler drops
+ * the derivative where it is not used. */
+#define POINT(name)                                                                                    \
+    static inline float name(float v, float e, float s, float q, float h, int bounded, int edges, float *d)
 
 POINT(p_identity) { *d = 1.0f; return v; }
 POINT(p_neg) { *d = -1.0f; return -v; }
@@ -123,27 +131,28 @@ POINT(p_exp) {
 POINT(p_sinh) {
     /* cosh from exp(v); a select, not a product with the mask, as 1 / exp(v) is inf below -88. */
     const float a = GRAFS_ASINH_INF, c = bounded ? clampf(v, -a, a) : v;
-    const float pass = bounded ? inside(v, -a, a, edges) : 1.0f;
-    *d = pass > 0.0f ? 0.5f * (e + 1.0f / e) : 0.0f;
-    return sinhf(c);
+    const float pass = bounded ? inside(v, -a, a, edges) : 1.0f, value = sinhf(c);
+    /* cosh = exp - sinh, without a division; exp(v) = inf (v above ~88.7) gives inf. */
+    *d = pass > 0.0f ? (e == INFINITY ? INFINITY : e - value) : 0.0f;
+    return value;
 }
 POINT(p_tanh) { const float t = tanhf(v); *d = 1.0f - t * t; return t; }
-POINT(p_asinh) { *d = 1.0f / sqrtf(v * v + 1.0f); return asinhf(v); }
-POINT(p_atan) { *d = 1.0f / (v * v + 1.0f); return atanf(v); }
+POINT(p_asinh) { *d = sqrtf(q); return asinhf(v); }
+POINT(p_atan) { *d = q; return atanf(v); }
 POINT(p_relu) { *d = v > 0.0f ? 1.0f : 0.0f; return v > 0.0f ? v : (v != v ? v : 0.0f); }
 POINT(p_min0) { *d = inside(v, -INFINITY, 0.0f, edges); return v > 0.0f ? 0.0f : v; }
 POINT(p_sigmoid) { *d = (1.0f - s) * s; return s; }
 POINT(p_softplus) {
     /* PyTorch's softplus: beta 1, linear above the threshold 20. */
     const float soft = log1pf(e);
-    *d = v > 20.0f ? 1.0f : e / (e + 1.0f);
+    *d = v > 20.0f ? 1.0f : s;
     return v > 20.0f ? v : soft;
 }
-POINT(p_erf) { *d = (float)M_2_SQRTPI * expf(-v * v); return erff(v); }
+POINT(p_erf) { *d = (float)M_2_SQRTPI * (h * h); return erff(v); }
 POINT(p_silu) { *d = s * (1.0f + v * (1.0f - s)); return v * s; }
 POINT(p_gelu) {
     const float cdf = 0.5f * (1.0f + erff(v * (float)M_SQRT1_2));
-    *d = cdf + v * expf(-0.5f * v * v) * (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
+    *d = cdf + v * h * (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
     return v * cdf;
 }
 POINT(p_elu) {
@@ -155,32 +164,36 @@ POINT(p_leaky_relu) { *d = v > 0.0f ? 1.0f : 0.01f; return v > 0.0f ? v : 0.01f 
 
 static int is_beta_op(int code) { return code == U_ADD_BETA || code == U_MUL_BETA || code == U_BETA; }
 
-/* Whether an op reads exp(v), sigmoid(v): for its value (forward) or value and derivative. */
+/* Which shared quantities an op reads, for its value (forward) or its value and derivative. */
+static int needs_sigmoid(int code, int derivative) {
+    return code == U_SIGMOID || code == U_SILU || (derivative && code == U_SOFTPLUS);
+}
 static int needs_exp(int code, int derivative) {
-    return code == U_EXP || code == U_SOFTPLUS || code == U_SIGMOID || code == U_SILU ||
+    return code == U_EXP || code == U_SOFTPLUS || needs_sigmoid(code, derivative) ||
            (derivative && (code == U_SINH || code == U_ELU));
 }
-static int needs_sigmoid(int code) { return code == U_SIGMOID || code == U_SILU; }
+static int needs_reciprocal(int code, int derivative) { return derivative && (code == U_ASINH || code == U_ATAN); }
+static int needs_gauss(int code, int derivative) { return derivative && (code == U_ERF || code == U_GELU); }
 
 /* One block of the input of a group of unary slots, with exp and sigmoid computed on demand. The
  * ops are evaluated on `padded` elements, n rounded up to whole chunks: a ragged block's input is
  * copied into `pad` and zero-filled, so the chunked loops never read past the caller's tensor. */
 typedef struct {
     const float *x;
-    int n, padded, have_exp, have_sigmoid;
-    float exp[BLOCK], sigmoid[BLOCK], pad[BLOCK];
+    int n, padded, have_exp, have_sigmoid, have_reciprocal, have_gauss;
+    float exp[BLOCK], sigmoid[BLOCK], reciprocal[BLOCK], gauss[BLOCK], pad[BLOCK];
 } Input;
 
 static void input_init(Input *in, const float *x, int n) {
     in->n = n;
-    in->padded = (n + CHUNK - 1) / CHUNK * CHUNK;
+    in->padded = (n + SPAN - 1) / SPAN * SPAN;
     in->x = x;
     if (in->padded != n) {
         memcpy(in->pad, x, sizeof(float) * n);
         memset(in->pad + n, 0, sizeof(float) * (in->padded - n));
         in->x = in->pad;
     }
-    in->have_exp = in->have_sigmoid = 0;
+    in->have_exp = in->have_sigmoid = in->have_reciprocal = in->have_gauss = 0;
 }
 
 static void input_prepare(Input *in, int code, int derivative) {
@@ -188,7 +201,7 @@ static void input_prepare(Input *in, int code, int derivative) {
         SIMD for (int i = 0; i < in->padded; i++) in->exp[i] = expf(in->x[i]);
         in->have_exp = 1;
     }
-    if (needs_sigmoid(code) && !in->have_sigmoid) {
+    if (needs_sigmoid(code, derivative) && !in->have_sigmoid) {
         /* e / (1 + e), one division instead of the two of 1 / (1 + 1 / e); exp(x) = inf gives 1 and
          * exp(x) = 0 gives 0, as PyTorch's 1 / (1 + exp(-x)) does. */
         SIMD for (int i = 0; i < in->padded; i++) {
@@ -196,6 +209,15 @@ static void input_prepare(Input *in, int code, int derivative) {
             in->sigmoid[i] = e == INFINITY ? 1.0f : e / (1.0f + e);
         }
         in->have_sigmoid = 1;
+    }
+    if (needs_reciprocal(code, derivative) && !in->have_reciprocal) {
+        SIMD for (int i = 0; i < in->padded; i++) in->reciprocal[i] = 1.0f / (in->x[i] * in->x[i] + 1.0f);
+        in->have_reciprocal = 1;
+    }
+    if (needs_gauss(code, derivative) && !in->have_gauss) {
+        /* exp(-v^2 / 2) for GELU; erf's exp(-v^2) is its square. */
+        SIMD for (int i = 0; i < in->padded; i++) in->gauss[i] = expf(-0.5f * in->x[i] * in->x[i]);
+        in->have_gauss = 1;
     }
 }
 
@@ -247,22 +269,53 @@ static inline Chunk chunk_load(const float *p) {
 
 static inline void chunk_store(float *p, Chunk v) { memcpy(p, &v, sizeof v); }
 
+static inline float chunk_sum(Chunk v) {
+    float s = 0.0f;
+    for (int i = 0; i < CHUNK; i++) s += v[i];
+    return s;
+}
+
+/* sums[j] = sum_i v[i] * u[j][i] for j < count (at most 3). Each sum runs in PARTS registers, so
+ * that its additions do not wait for each other, then adds the tail element by element. */
+static void dot_products(const float *v, const float *const *u, int count, int n, float *sums) {
+    const Chunk zero = {0};
+    Chunk acc[3][PARTS];
+    for (int j = 0; j < 3; j++)
+        for (int p = 0; p < PARTS; p++) acc[j][p] = zero;
+    int i = 0;
+    for (; i + SPAN <= n; i += SPAN)
+        for (int p = 0; p < PARTS; p++) {
+            const Chunk vv = chunk_load(v + i + p * CHUNK);
+            acc[0][p] += vv * chunk_load(u[0] + i + p * CHUNK);
+            if (count > 1) acc[1][p] += vv * chunk_load(u[1] + i + p * CHUNK);
+            if (count > 2) acc[2][p] += vv * chunk_load(u[2] + i + p * CHUNK);
+        }
+    for (int j = 0; j < count; j++) {
+        Chunk total = zero;
+        for (int p = 0; p < PARTS; p++) total += acc[j][p];
+        float s = chunk_sum(total);
+        for (int k = i; k < n; k++) s += v[k] * u[j][k];
+        sums[j] = s;
+    }
+}
+
 #define UNARY_CASE(CODE, FN)                                                                           \
     case CODE:                                                                                         \
         if (!derivative) {                                                                             \
             SIMD for (int i = 0; i < n; i++) {                                                         \
                 float d;                                                                               \
-                value[i] = FN(x[i], e[i], s[i], bounded, edges, &d);                                   \
+                value[i] = FN(x[i], e[i], s[i], q[i], h[i], bounded, edges, &d);                      \
             }                                                                                          \
         } else {                                                                                       \
-            SIMD for (int i = 0; i < n; i++) value[i] = FN(x[i], e[i], s[i], bounded, edges, &dvalue[i]); \
+            SIMD for (int i = 0; i < n; i++)                                                           \
+                value[i] = FN(x[i], e[i], s[i], q[i], h[i], bounded, edges, &dvalue[i]);                   \
         }                                                                                              \
         break;
 
 /* value[i] (and dvalue[i]) = op(x[i]) and its derivative, for the padded block. */
 static void evaluate_op(const Cell *cell, int code, const Input *in, float *value, float *dvalue, int derivative) {
     const int n = in->padded, bounded = cell->bounded, edges = cell->edges;
-    const float *x = in->x, *e = in->exp, *s = in->sigmoid;
+    const float *x = in->x, *e = in->exp, *s = in->sigmoid, *q = in->reciprocal, *h = in->gauss;
     switch (code) {
         UNARY_CASE(U_IDENTITY, p_identity)
         UNARY_CASE(U_NEG, p_neg)
@@ -327,19 +380,28 @@ static void group_forward(const Cell *cell, Group *g, Input *in, int derivative)
         evaluate_op(cell, p->code[q], in, g->value[p->candidate[q]], g->dvalue[p->candidate[q]], derivative);
     }
     const Chunk zero = {0};
-    for (int start = 0; start < in->padded; start += CHUNK) {
-        const Chunk x = chunk_load(in->x + start);
+    for (int start = 0; start < in->padded; start += SPAN) {
+        Chunk x[PARTS];
+        for (int u = 0; u < PARTS; u++) x[u] = chunk_load(in->x + start + u * CHUNK);
         for (int j = 0; j < g->nslots; j++) {
-            /* Without add_beta or mul_beta, x stays out: 0 * x would turn an infinite x into NaN. */
-            Chunk o = p->linear[j] ? p->slope[j] * x + p->shift[j] : zero + p->shift[j];
-            Chunk d = zero + p->slope[j];
+            /* Several registers per sum, so that consecutive additions do not wait for each other. */
+            Chunk o[PARTS], d[PARTS];
+            for (int u = 0; u < PARTS; u++) {
+                /* Without add_beta or mul_beta, x stays out: 0 * x would turn an infinite x into NaN. */
+                o[u] = p->linear[j] ? p->slope[j] * x[u] + p->shift[j] : zero + p->shift[j];
+                d[u] = zero + p->slope[j];
+            }
             for (int t = 0; t < p->terms[j]; t++) {
                 const int k = p->candidate[p->term[j][t]];
-                o += p->weight[j][t] * chunk_load(g->value[k] + start);
-                if (derivative) d += p->weight[j][t] * chunk_load(g->dvalue[k] + start);
+                const float weight = p->weight[j][t];
+                for (int u = 0; u < PARTS; u++) o[u] += weight * chunk_load(g->value[k] + start + u * CHUNK);
+                if (derivative)
+                    for (int u = 0; u < PARTS; u++) d[u] += weight * chunk_load(g->dvalue[k] + start + u * CHUNK);
             }
-            chunk_store(g->out[j] + start, o);
-            if (derivative) chunk_store(g->deriv[j] + start, d);
+            for (int u = 0; u < PARTS; u++) {
+                chunk_store(g->out[j] + start + u * CHUNK, o[u]);
+                if (derivative) chunk_store(g->deriv[j] + start + u * CHUNK, d[u]);
+            }
         }
     }
 }
@@ -373,15 +435,8 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
         }
         if (!any) continue;
         if (!is_beta_op(code)) {
-            const float *v = g->value[k];
-            float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f;
-#pragma omp simd reduction(+ : s0, s1, s2)
-            for (int i = 0; i < n; i++) {
-                s0 += g0[i] * v[i];
-                s1 += g1[i] * v[i];
-                s2 += g2[i] * v[i];
-            }
-            const float sums_of[3] = {s0, s1, s2};
+            float sums_of[3];
+            dot_products(g->value[k], (const float *const *)grad, g->nslots, n, sums_of);
             for (int j = 0; j < g->nslots; j++)
                 if (cell->active[idx[j]]) gw[idx[j]] += sums_of[j];
             continue;
@@ -410,23 +465,60 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
     }
 }
 
+/* The linear binary ops of a slot (add, sub, beta_mix, left, right) folded into one: their weighted
+ * sum is ca * a + cb * b, their input gradients ca * g and cb * g, and their weight gradients follow
+ * from sum(g * a) and sum(g * b). An input no active op reads stays out (uses_a, uses_b), so that
+ * its NaN or inf values do not leak through a zero coefficient, as in the reference. */
+typedef struct {
+    float ca, cb;
+    int uses_a, uses_b, any;
+} Linear;
+
+static int is_linear_binary(int code) {
+    return code == B_ADD || code == B_SUB || code == B_BETA_MIX || code == B_LEFT || code == B_RIGHT;
+}
+
+static Linear binary_linear(const Cell *cell, int slot) {
+    Linear l = {0.0f, 0.0f, 0, 0, 0};
+    for (int idx = cell->offset[slot]; idx < cell->offset[slot + 1]; idx++) {
+        const int code = cell->code[idx];
+        if (!cell->active[idx] || !is_linear_binary(code)) continue;
+        const float w = cell->w[idx];
+        const float s = code == B_BETA_MIX ? sigmoid_scalar(cell->beta[idx]) : 1.0f;
+        l.ca += code == B_ADD || code == B_SUB || code == B_LEFT ? w : (code == B_BETA_MIX ? w * s : 0.0f);
+        l.cb += code == B_ADD || code == B_RIGHT ? w : (code == B_SUB ? -w : (code == B_BETA_MIX ? w * (1.0f - s) : 0.0f));
+        l.uses_a |= code != B_RIGHT;
+        l.uses_b |= code != B_LEFT;
+        l.any = 1;
+    }
+    return l;
+}
+
+/* out = ca * a + cb * b over the inputs that are read (and the same for the tangents). */
+static void linear_combination(const Linear *l, const float *a, const float *b, int n, float *out) {
+    if (l->uses_a && l->uses_b) {
+        const float ca = l->ca, cb = l->cb;
+        SIMD for (int i = 0; i < n; i++) out[i] = ca * a[i] + cb * b[i];
+    } else if (l->uses_a || l->uses_b) {
+        const float c = l->uses_a ? l->ca : l->cb, *v = l->uses_a ? a : b;
+        SIMD for (int i = 0; i < n; i++) out[i] = c * v[i];
+    } else {
+        memset(out, 0, sizeof(float) * n);
+    }
+}
+
 /* Forward of one binary slot: out = sum_k w_k * op_k(a, b). */
 static void binary_forward(const Cell *cell, int slot, const float *a, const float *b, int n, float *out) {
     const int first = cell->offset[slot], count = cell->offset[slot + 1] - first;
     const float r = GRAFS_SQRT_INF;
     const int bounded = cell->bounded;
-    memset(out, 0, sizeof(float) * n);
+    const Linear linear = binary_linear(cell, slot);
+    linear_combination(&linear, a, b, n, out);
     for (int k = 0; k < count; k++) {
         const int idx = first + k;
         if (!cell->active[idx]) continue;
         const float w = cell->w[idx];
         switch (cell->code[idx]) {
-        case B_ADD:
-            SIMD for (int i = 0; i < n; i++) out[i] += w * (a[i] + b[i]);
-            break;
-        case B_SUB:
-            SIMD for (int i = 0; i < n; i++) out[i] += w * (a[i] - b[i]);
-            break;
         case B_MUL:
             if (bounded) SIMD for (int i = 0; i < n; i++) out[i] += w * (clampf(a[i], -r, r) * clampf(b[i], -r, r));
             else SIMD for (int i = 0; i < n; i++) out[i] += w * (a[i] * b[i]);
@@ -440,17 +532,6 @@ static void binary_forward(const Cell *cell, int slot, const float *a, const flo
         case B_SIG_MUL:
             SIMD for (int i = 0; i < n; i++) out[i] += w * ((1.0f / (1.0f + expf(-a[i]))) * b[i]);
             break;
-        case B_BETA_MIX: {
-            const float s = sigmoid_scalar(cell->beta[idx]);
-            SIMD for (int i = 0; i < n; i++) out[i] += w * (s * a[i] + (1.0f - s) * b[i]);
-            break;
-        }
-        case B_LEFT:
-            SIMD for (int i = 0; i < n; i++) out[i] += w * a[i];
-            break;
-        case B_RIGHT:
-            SIMD for (int i = 0; i < n; i++) out[i] += w * b[i];
-            break;
         }
     }
 }
@@ -461,30 +542,45 @@ static void binary_backward(const Cell *cell, int slot, const float *a, const fl
     const int first = cell->offset[slot], count = cell->offset[slot + 1] - first;
     const float r = GRAFS_SQRT_INF;
     const int bounded = cell->bounded, edges = cell->edges;
-    memset(ga, 0, sizeof(float) * n);
-    memset(gb, 0, sizeof(float) * n);
+    const Linear linear = binary_linear(cell, slot);
+    {
+        const float ca = linear.uses_a ? linear.ca : 0.0f, cb = linear.uses_b ? linear.cb : 0.0f;
+        SIMD for (int i = 0; i < n; i++) {
+            ga[i] = ca * g[i];
+            gb[i] = cb * g[i];
+        }
+    }
+    float ga_sum = 0.0f, gb_sum = 0.0f; /* sum(g * a), sum(g * b) */
+    if (linear.any) {
+        const float *inputs[2] = {a, b}, sums[2];
+        dot_products(g, inputs, 2, n, (float *)sums);
+        ga_sum = sums[0];
+        gb_sum = sums[1];
+    }
     for (int k = 0; k < count; k++) {
         const int idx = first + k;
         if (!cell->active[idx]) continue;
         const float w = cell->w[idx];
-        float acc = 0.0f, mix = 0.0f;
+        float acc = 0.0f;
         switch (cell->code[idx]) {
         case B_ADD:
-#pragma omp simd reduction(+ : acc)
-            for (int i = 0; i < n; i++) {
-                acc += g[i] * (a[i] + b[i]);
-                ga[i] += w * g[i];
-                gb[i] += w * g[i];
-            }
+            acc = ga_sum + gb_sum;
             break;
         case B_SUB:
-#pragma omp simd reduction(+ : acc)
-            for (int i = 0; i < n; i++) {
-                acc += g[i] * (a[i] - b[i]);
-                ga[i] += w * g[i];
-                gb[i] -= w * g[i];
-            }
+            acc = ga_sum - gb_sum;
             break;
+        case B_LEFT:
+            acc = ga_sum;
+            break;
+        case B_RIGHT:
+            acc = gb_sum;
+            break;
+        case B_BETA_MIX: {
+            const float s = sigmoid_scalar(cell->beta[idx]);
+            acc = s * ga_sum + (1.0f - s) * gb_sum;
+            gbeta[idx] += (double)w * s * (1.0f - s) * (ga_sum - gb_sum);
+            break;
+        }
         case B_MUL:
 #pragma omp simd reduction(+ : acc)
             for (int i = 0; i < n; i++) {
@@ -523,32 +619,6 @@ static void binary_backward(const Cell *cell, int slot, const float *a, const fl
                 gb[i] += w * g[i] * s;
             }
             break;
-        case B_BETA_MIX: {
-            const float s = sigmoid_scalar(cell->beta[idx]);
-#pragma omp simd reduction(+ : acc, mix)
-            for (int i = 0; i < n; i++) {
-                acc += g[i] * (s * a[i] + (1.0f - s) * b[i]);
-                mix += g[i] * (a[i] - b[i]);
-                ga[i] += w * g[i] * s;
-                gb[i] += w * g[i] * (1.0f - s);
-            }
-            gbeta[idx] += (double)w * s * (1.0f - s) * mix;
-            break;
-        }
-        case B_LEFT:
-#pragma omp simd reduction(+ : acc)
-            for (int i = 0; i < n; i++) {
-                acc += g[i] * a[i];
-                ga[i] += w * g[i];
-            }
-            break;
-        case B_RIGHT:
-#pragma omp simd reduction(+ : acc)
-            for (int i = 0; i < n; i++) {
-                acc += g[i] * b[i];
-                gb[i] += w * g[i];
-            }
-            break;
         }
         gw[idx] += acc;
     }
@@ -561,25 +631,14 @@ static void binary_tangent(const Cell *cell, int slot, const float *a, const flo
     const int first = cell->offset[slot], count = cell->offset[slot + 1] - first;
     const float r = GRAFS_SQRT_INF;
     const int bounded = cell->bounded, edges = cell->edges;
-    memset(out, 0, sizeof(float) * n);
-    memset(dout, 0, sizeof(float) * n);
+    const Linear linear = binary_linear(cell, slot);
+    linear_combination(&linear, a, b, n, out);
+    linear_combination(&linear, da, db, n, dout);
     for (int k = 0; k < count; k++) {
         const int idx = first + k;
         if (!cell->active[idx]) continue;
         const float w = cell->w[idx];
         switch (cell->code[idx]) {
-        case B_ADD:
-            SIMD for (int i = 0; i < n; i++) {
-                out[i] += w * (a[i] + b[i]);
-                dout[i] += w * da[i] + w * db[i];
-            }
-            break;
-        case B_SUB:
-            SIMD for (int i = 0; i < n; i++) {
-                out[i] += w * (a[i] - b[i]);
-                dout[i] += w * da[i] - w * db[i];
-            }
-            break;
         case B_MUL:
             SIMD for (int i = 0; i < n; i++) {
                 const float ca = bounded ? clampf(a[i], -r, r) : a[i], cb = bounded ? clampf(b[i], -r, r) : b[i];
@@ -608,26 +667,6 @@ static void binary_tangent(const Cell *cell, int slot, const float *a, const flo
                 const float s = 1.0f / (1.0f + expf(-a[i]));
                 out[i] += w * (s * b[i]);
                 dout[i] += w * ((1.0f - s) * s) * b[i] * da[i] + w * s * db[i];
-            }
-            break;
-        case B_BETA_MIX: {
-            const float s = sigmoid_scalar(cell->beta[idx]);
-            SIMD for (int i = 0; i < n; i++) {
-                out[i] += w * (s * a[i] + (1.0f - s) * b[i]);
-                dout[i] += w * s * da[i] + w * (1.0f - s) * db[i];
-            }
-            break;
-        }
-        case B_LEFT:
-            SIMD for (int i = 0; i < n; i++) {
-                out[i] += w * a[i];
-                dout[i] += w * da[i];
-            }
-            break;
-        case B_RIGHT:
-            SIMD for (int i = 0; i < n; i++) {
-                out[i] += w * b[i];
-                dout[i] += w * db[i];
             }
             break;
         }
@@ -691,6 +730,18 @@ static Workspace *scheduled_workspace(const Cell *cell) {
     return ws;
 }
 
+/* Asks the memory system for the next block's input and output while this block computes: the
+ * tensors are far larger than the caches, and a block's many passes over its workspace in between
+ * lose the hardware prefetcher's track of them. */
+static inline void prefetch_block(const float *read0, const float *read1, float *write, int64_t start, int64_t end) {
+    const int64_t stop = start + BLOCK < end ? start + BLOCK : end;
+    for (int64_t i = start; i < stop; i += 64 / sizeof(float)) {
+        __builtin_prefetch(read0 + i, 0, 3);
+        if (read1) __builtin_prefetch(read1 + i, 0, 3);
+        __builtin_prefetch(write + i, 1, 3);
+    }
+}
+
 static void forward_task(Task *t) {
     Workspace *ws = scheduled_workspace(t->cell);
     if (!ws) {
@@ -699,6 +750,7 @@ static void forward_task(Task *t) {
     }
     for (int64_t start = t->begin; start < t->end; start += BLOCK) {
         const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
+        prefetch_block(t->x, NULL, t->y, start + BLOCK, t->end);
         block_hidden(t->cell, ws, t->x + start, n, 0);
         binary_forward(t->cell, 5, ws->m2, ws->m3, n, t->y + start);
     }
@@ -714,6 +766,7 @@ static void backward_task(Task *t) {
     for (int64_t start = t->begin; start < t->end; start += BLOCK) {
         const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
         float *gx = t->gx + start;
+        prefetch_block(t->x, t->gy, t->gx, start + BLOCK, t->end);
         block_hidden(cell, ws, t->x + start, n, 1);
         binary_backward(cell, 5, ws->m2, ws->m3, n, t->gy + start, ws->g2, ws->g3, t->gw, t->gbeta);
         float *u2grad[1] = {ws->g2};
