@@ -13,10 +13,11 @@
  * GRAFS_VECTOR_MATH is defined. Which ops each slot sums with which weights is worked out once per
  * call (group_schedule), not per block; the linear binary ops of a slot fold into one pass
  * (binary_linear). Sums run in several registers at a time (SPAN), so that consecutive additions do
- * not wait for each other, and each block asks for the next block's tensors ahead (prefetch_block).
- * For fixed weights and betas (a found activation) one
- * forward-mode pass gives the output and its derivative by x (tangent_task), which is all such a
- * node keeps for its backward pass.
+ * not wait for each other; in the full cell each op's values are read once for the three slots
+ * that read x (sums_dense). Each block asks for the next block's tensors ahead (prefetch_block), and
+ * each thread's workspace lies in one huge page where the system grants it. For fixed weights and
+ * betas (a found activation) one forward-mode pass gives the output and its derivative by x
+ * (tangent_task), which is all such a node keeps for its backward pass.
  *
  * The math must match grafs/ops.py (the single source of truth); tests/test_cell.py compares
  * outputs and gradients with the plain PyTorch path. Derivatives follow PyTorch's autograd
@@ -35,6 +36,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #ifdef GRAFS_VECTOR_MATH
 /* Declaring the libmvec variants lets the compiler vectorize loops that call these functions
@@ -54,6 +56,7 @@ VECTOR_VARIANT float erff(float);
 #define CHUNK 16 /* elements in one vector register */
 #define SPAN 64  /* elements summed at a time, in SPAN / CHUNK independent registers; divides BLOCK */
 #define PARTS (SPAN / CHUNK)
+#define DENSE 32  /* elements of the three slots' sums at a time when each op is in every slot */
 #define GRAIN 32768
 #define MAX_UNARY 64
 #define MAX_CANDIDATES 256
@@ -373,22 +376,63 @@ static void group_schedule(const Cell *cell, Group *g) {
     }
 }
 
-static void group_forward(const Cell *cell, Group *g, Input *in, int derivative) {
+/* Where a slot's sums start: x is added only with add_beta or mul_beta, as 0 * x would turn an
+ * infinite x into NaN. */
+static inline Chunk sum_start(const Schedule *p, int j, Chunk x) {
+    const Chunk zero = {0};
+    return p->linear[j] ? p->slope[j] * x + p->shift[j] : zero + p->shift[j];
+}
+
+/* The slots' sums when every op is active in all three slots (the full cell): each op's row is read
+ * once for the three sums, DENSE elements at a time. */
+static void sums_dense(const Group *g, const Input *in, int derivative) {
     const Schedule *p = &g->schedule;
-    for (int q = 0; q < p->used; q++) {
-        input_prepare(in, p->code[q], derivative);
-        evaluate_op(cell, p->code[q], in, g->value[p->candidate[q]], g->dvalue[p->candidate[q]], derivative);
+    const Chunk zero = {0};
+    for (int start = 0; start < in->padded; start += DENSE) {
+        Chunk o[3][DENSE / CHUNK], d[3][DENSE / CHUNK];
+        for (int u = 0; u < DENSE / CHUNK; u++) {
+            const Chunk x = chunk_load(in->x + start + u * CHUNK);
+            for (int j = 0; j < 3; j++) {
+                o[j][u] = sum_start(p, j, x);
+                d[j][u] = zero + p->slope[j];
+            }
+        }
+        for (int t = 0; t < p->used; t++) {
+            const int k = p->candidate[t];
+            const float w0 = p->weight[0][t], w1 = p->weight[1][t], w2 = p->weight[2][t];
+            for (int u = 0; u < DENSE / CHUNK; u++) {
+                const Chunk v = chunk_load(g->value[k] + start + u * CHUNK);
+                o[0][u] += w0 * v;
+                o[1][u] += w1 * v;
+                o[2][u] += w2 * v;
+            }
+            if (derivative)
+                for (int u = 0; u < DENSE / CHUNK; u++) {
+                    const Chunk v = chunk_load(g->dvalue[k] + start + u * CHUNK);
+                    d[0][u] += w0 * v;
+                    d[1][u] += w1 * v;
+                    d[2][u] += w2 * v;
+                }
+        }
+        for (int j = 0; j < 3; j++)
+            for (int u = 0; u < DENSE / CHUNK; u++) {
+                chunk_store(g->out[j] + start + u * CHUNK, o[j][u]);
+                if (derivative) chunk_store(g->deriv[j] + start + u * CHUNK, d[j][u]);
+            }
     }
+}
+
+/* The slots' sums slot by slot, each over its own active ops, SPAN elements at a time. */
+static void sums_by_slot(const Group *g, const Input *in, int derivative) {
+    const Schedule *p = &g->schedule;
     const Chunk zero = {0};
     for (int start = 0; start < in->padded; start += SPAN) {
         Chunk x[PARTS];
         for (int u = 0; u < PARTS; u++) x[u] = chunk_load(in->x + start + u * CHUNK);
         for (int j = 0; j < g->nslots; j++) {
-            /* Several registers per sum, so that consecutive additions do not wait for each other. */
             Chunk o[PARTS], d[PARTS];
             for (int u = 0; u < PARTS; u++) {
-                /* Without add_beta or mul_beta, x stays out: 0 * x would turn an infinite x into NaN. */
-                o[u] = p->linear[j] ? p->slope[j] * x[u] + p->shift[j] : zero + p->shift[j];
+                o[u] = sum_start(p, j, x[u]);
                 d[u] = zero + p->slope[j];
             }
             for (int t = 0; t < p->terms[j]; t++) {
@@ -404,6 +448,17 @@ static void group_forward(const Cell *cell, Group *g, Input *in, int derivative)
             }
         }
     }
+}
+
+static void group_forward(const Cell *cell, Group *g, Input *in, int derivative) {
+    const Schedule *p = &g->schedule;
+    for (int q = 0; q < p->used; q++) {
+        input_prepare(in, p->code[q], derivative);
+        evaluate_op(cell, p->code[q], in, g->value[p->candidate[q]], g->dvalue[p->candidate[q]], derivative);
+    }
+    const int dense = g->nslots == 3 && p->terms[0] == p->used && p->terms[1] == p->used && p->terms[2] == p->used;
+    if (dense) sums_dense(g, in, derivative);
+    else sums_by_slot(g, in, derivative);
 }
 
 /* Given grad[j] = d loss / d out[j]: weight and beta gradients, and adds d loss / dx into gin.
@@ -714,8 +769,18 @@ static _Thread_local Workspace *thread_workspace;
 
 static Workspace *workspace(void) {
     if (!thread_workspace) {
-        thread_workspace = malloc(sizeof(Workspace));
-        if (thread_workspace) workspace_init(thread_workspace);
+        /* One huge page where the system grants it: the workspace's few hundred kilobytes then need
+         * one TLB entry instead of a hundred, and lie contiguously in the caches. */
+        const size_t huge = (size_t)1 << 21, size = (sizeof(Workspace) + huge - 1) / huge * huge;
+        void *memory = aligned_alloc(huge, size);
+        if (memory) {
+#ifdef MADV_HUGEPAGE
+            madvise(memory, size, MADV_HUGEPAGE);
+#endif
+            memset(memory, 0, sizeof(Workspace));
+            thread_workspace = memory;
+            workspace_init(thread_workspace);
+        }
     }
     return thread_workspace;
 }
