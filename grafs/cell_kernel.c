@@ -302,6 +302,49 @@ static void dot_products(const float *v, const float *const *u, int count, int n
     }
 }
 
+/* sums[r][j] = sum_i rows[r][i] * grads[j][i] for ROWS rows and GRADS (at most 3) gradients: each
+ * gradient chunk loaded serves all the rows, and the ROWS * GRADS sums stay in registers. */
+#define ROW_DOTS(NAME, ROWS, GRADS)                                                                    \
+    static void NAME(const float *const *rows, const float *const *grads, int n, float (*sums)[3]) {  \
+        const Chunk zero = {0};                                                                        \
+        Chunk acc[ROWS][GRADS];                                                                        \
+        for (int r = 0; r < ROWS; r++)                                                                 \
+            for (int j = 0; j < GRADS; j++) acc[r][j] = zero;                                          \
+        int i = 0;                                                                                     \
+        for (; i + CHUNK <= n; i += CHUNK) {                                                           \
+            Chunk g[GRADS];                                                                            \
+            for (int j = 0; j < GRADS; j++) g[j] = chunk_load(grads[j] + i);                           \
+            for (int r = 0; r < ROWS; r++) {                                                           \
+                const Chunk v = chunk_load(rows[r] + i);                                               \
+                for (int j = 0; j < GRADS; j++) acc[r][j] += v * g[j];                                 \
+            }                                                                                          \
+        }                                                                                              \
+        for (int r = 0; r < ROWS; r++)                                                                 \
+            for (int j = 0; j < GRADS; j++) {                                                          \
+                float sum = chunk_sum(acc[r][j]);                                                      \
+                for (int k = i; k < n; k++) sum += rows[r][k] * grads[j][k];                           \
+                sums[r][j] = sum;                                                                      \
+            }                                                                                          \
+    }
+ROW_DOTS(row_dots_3, 4, 3)
+ROW_DOTS(row_dots_1, 8, 1)
+
+/* sums[q][j] = sum_i rows[q][i] * grads[j][i] for q < count and j < ngrads (1 or 3), rows taken a
+ * few at a time; a last partial group is filled up with `filler`, a row whose sums are dropped. */
+static void weight_dot_products(const float *const *rows, int count, const float *const *grads, int ngrads, int n,
+                                const float *filler, float (*sums)[3]) {
+    const int group = ngrads == 3 ? 4 : 8;
+    for (int q = 0; q < count; q += group) {
+        const float *batch[8];
+        float batch_sums[8][3];
+        for (int r = 0; r < group; r++) batch[r] = q + r < count ? rows[q + r] : filler;
+        if (ngrads == 3) row_dots_3(batch, grads, n, batch_sums);
+        else row_dots_1(batch, grads, n, batch_sums);
+        for (int r = 0; r < group && q + r < count; r++)
+            for (int j = 0; j < ngrads; j++) sums[q + r][j] = batch_sums[r][j];
+    }
+}
+
 #define UNARY_CASE(CODE, FN)                                                                           \
     case CODE:                                                                                         \
         if (!derivative) {                                                                             \
@@ -479,6 +522,19 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
         }
     }
     if (!cell->gradients) return;
+    /* sum(grad[j] * op_k(x)) for every evaluated op k, all at once. */
+    const Schedule *p = &g->schedule;
+    const float *rows[MAX_UNARY];
+    float value_sums[MAX_UNARY][3];
+    int row_of[MAX_UNARY];
+    for (int q = 0; q < p->used; q++) {
+        rows[q] = g->value[p->candidate[q]];
+        row_of[p->candidate[q]] = q;
+    }
+    if (g->nslots == 3 || g->nslots == 1)
+        weight_dot_products(rows, p->used, (const float *const *)grad, g->nslots, n, x, value_sums);
+    else
+        for (int q = 0; q < p->used; q++) dot_products(rows[q], (const float *const *)grad, g->nslots, n, value_sums[q]);
     float gsum[3] = {0.0f, 0.0f, 0.0f}, gx[3] = {0.0f, 0.0f, 0.0f};
     int sums = 0;
     for (int k = 0; k < count; k++) {
@@ -490,10 +546,8 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
         }
         if (!any) continue;
         if (!is_beta_op(code)) {
-            float sums_of[3];
-            dot_products(g->value[k], (const float *const *)grad, g->nslots, n, sums_of);
             for (int j = 0; j < g->nslots; j++)
-                if (cell->active[idx[j]]) gw[idx[j]] += sums_of[j];
+                if (cell->active[idx[j]]) gw[idx[j]] += value_sums[row_of[k]][j];
             continue;
         }
         if (!sums) {
@@ -563,12 +617,12 @@ static void linear_combination(const Linear *l, const float *a, const float *b, 
 }
 
 /* Forward of one binary slot: out = sum_k w_k * op_k(a, b). */
-static void binary_forward(const Cell *cell, int slot, const float *a, const float *b, int n, float *out) {
+static void binary_forward(const Cell *cell, int slot, const Linear *linear, const float *a, const float *b, int n,
+                           float *out) {
     const int first = cell->offset[slot], count = cell->offset[slot + 1] - first;
     const float r = GRAFS_SQRT_INF;
     const int bounded = cell->bounded;
-    const Linear linear = binary_linear(cell, slot);
-    linear_combination(&linear, a, b, n, out);
+    linear_combination(linear, a, b, n, out);
     for (int k = 0; k < count; k++) {
         const int idx = first + k;
         if (!cell->active[idx]) continue;
@@ -592,21 +646,20 @@ static void binary_forward(const Cell *cell, int slot, const float *a, const flo
 }
 
 /* Backward of binary_forward: g is the gradient of out; writes ga and gb, adds into gw and gbeta. */
-static void binary_backward(const Cell *cell, int slot, const float *a, const float *b, int n, const float *g,
-                            float *ga, float *gb, double *gw, double *gbeta) {
+static void binary_backward(const Cell *cell, int slot, const Linear *linear, const float *a, const float *b, int n,
+                            const float *g, float *ga, float *gb, double *gw, double *gbeta) {
     const int first = cell->offset[slot], count = cell->offset[slot + 1] - first;
     const float r = GRAFS_SQRT_INF;
     const int bounded = cell->bounded, edges = cell->edges;
-    const Linear linear = binary_linear(cell, slot);
     {
-        const float ca = linear.uses_a ? linear.ca : 0.0f, cb = linear.uses_b ? linear.cb : 0.0f;
+        const float ca = linear->uses_a ? linear->ca : 0.0f, cb = linear->uses_b ? linear->cb : 0.0f;
         SIMD for (int i = 0; i < n; i++) {
             ga[i] = ca * g[i];
             gb[i] = cb * g[i];
         }
     }
     float ga_sum = 0.0f, gb_sum = 0.0f; /* sum(g * a), sum(g * b) */
-    if (linear.any) {
+    if (linear->any) {
         const float *inputs[2] = {a, b}, sums[2];
         dot_products(g, inputs, 2, n, (float *)sums);
         ga_sum = sums[0];
@@ -681,14 +734,13 @@ static void binary_backward(const Cell *cell, int slot, const float *a, const fl
 
 /* Forward-mode derivative of binary_forward: with da = da/dx and db = db/dx given, out as in
  * binary_forward and dout = d out / dx, by the same derivative conventions as binary_backward. */
-static void binary_tangent(const Cell *cell, int slot, const float *a, const float *da, const float *b,
-                           const float *db, int n, float *out, float *dout) {
+static void binary_tangent(const Cell *cell, int slot, const Linear *linear, const float *a, const float *da,
+                           const float *b, const float *db, int n, float *out, float *dout) {
     const int first = cell->offset[slot], count = cell->offset[slot + 1] - first;
     const float r = GRAFS_SQRT_INF;
     const int bounded = cell->bounded, edges = cell->edges;
-    const Linear linear = binary_linear(cell, slot);
-    linear_combination(&linear, a, b, n, out);
-    linear_combination(&linear, da, db, n, dout);
+    linear_combination(linear, a, b, n, out);
+    linear_combination(linear, da, db, n, dout);
     for (int k = 0; k < count; k++) {
         const int idx = first + k;
         if (!cell->active[idx]) continue;
@@ -736,6 +788,7 @@ typedef struct {
     float g0[BLOCK], g1[BLOCK], g2[BLOCK], g3[BLOCK], gb0[BLOCK], db0[BLOCK], dm2[BLOCK];
     float xvalue[MAX_UNARY][BLOCK], b0value[MAX_UNARY][BLOCK], xdvalue[MAX_UNARY][BLOCK], b0dvalue[MAX_UNARY][BLOCK];
     Group xgroup, u2group;
+    Linear linear[2]; /* the folded linear ops of b0 and b1, worked out once per call */
 } Workspace;
 
 static void workspace_init(Workspace *ws) {
@@ -749,7 +802,7 @@ static void workspace_init(Workspace *ws) {
 static void block_hidden(const Cell *cell, Workspace *ws, const float *x, int n, int derivative) {
     input_init(&ws->xin, x, n);
     group_forward(cell, &ws->xgroup, &ws->xin, derivative);
-    binary_forward(cell, 2, ws->m0, ws->m1, n, ws->b0);
+    binary_forward(cell, 2, &ws->linear[0], ws->m0, ws->m1, n, ws->b0);
     input_init(&ws->b0in, ws->b0, n);
     group_forward(cell, &ws->u2group, &ws->b0in, derivative);
 }
@@ -791,6 +844,8 @@ static Workspace *scheduled_workspace(const Cell *cell) {
     if (ws) {
         group_schedule(cell, &ws->xgroup);
         group_schedule(cell, &ws->u2group);
+        ws->linear[0] = binary_linear(cell, 2);
+        ws->linear[1] = binary_linear(cell, 5);
     }
     return ws;
 }
@@ -817,7 +872,7 @@ static void forward_task(Task *t) {
         const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
         prefetch_block(t->x, NULL, t->y, start + BLOCK, t->end);
         block_hidden(t->cell, ws, t->x + start, n, 0);
-        binary_forward(t->cell, 5, ws->m2, ws->m3, n, t->y + start);
+        binary_forward(t->cell, 5, &ws->linear[1], ws->m2, ws->m3, n, t->y + start);
     }
 }
 
@@ -833,11 +888,11 @@ static void backward_task(Task *t) {
         float *gx = t->gx + start;
         prefetch_block(t->x, t->gy, t->gx, start + BLOCK, t->end);
         block_hidden(cell, ws, t->x + start, n, 1);
-        binary_backward(cell, 5, ws->m2, ws->m3, n, t->gy + start, ws->g2, ws->g3, t->gw, t->gbeta);
+        binary_backward(cell, 5, &ws->linear[1], ws->m2, ws->m3, n, t->gy + start, ws->g2, ws->g3, t->gw, t->gbeta);
         float *u2grad[1] = {ws->g2};
         memset(ws->gb0, 0, sizeof(float) * n);
         group_backward(cell, &ws->u2group, &ws->b0in, u2grad, ws->gb0, t->gw, t->gbeta);
-        binary_backward(cell, 2, ws->m0, ws->m1, n, ws->gb0, ws->g0, ws->g1, t->gw, t->gbeta);
+        binary_backward(cell, 2, &ws->linear[0], ws->m0, ws->m1, n, ws->gb0, ws->g0, ws->g1, t->gw, t->gbeta);
         float *xgrad[3] = {ws->g0, ws->g1, ws->g3};
         memset(gx, 0, sizeof(float) * n);
         group_backward(cell, &ws->xgroup, &ws->xin, xgrad, gx, t->gw, t->gbeta);
@@ -856,11 +911,11 @@ static void tangent_task(Task *t) {
         const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
         input_init(&ws->xin, t->x + start, n);
         group_forward(cell, &ws->xgroup, &ws->xin, 1);
-        binary_tangent(cell, 2, ws->m0, ws->d0, ws->m1, ws->d1, n, ws->b0, ws->db0);
+        binary_tangent(cell, 2, &ws->linear[0], ws->m0, ws->d0, ws->m1, ws->d1, n, ws->b0, ws->db0);
         input_init(&ws->b0in, ws->b0, n);
         group_forward(cell, &ws->u2group, &ws->b0in, 1);
         SIMD for (int i = 0; i < n; i++) ws->dm2[i] = ws->d2[i] * ws->db0[i];
-        binary_tangent(cell, 5, ws->m2, ws->dm2, ws->m3, ws->d3, n, t->y + start, t->gx + start);
+        binary_tangent(cell, 5, &ws->linear[1], ws->m2, ws->dm2, ws->m3, ws->d3, n, t->y + start, t->gx + start);
     }
 }
 
