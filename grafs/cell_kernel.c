@@ -100,15 +100,13 @@ static inline float inside(float v, float lo, float hi, int edges) {
 
 static inline float sigmoid_scalar(float v) { return 1.0f / (1.0f + expf(-v)); }
 
-/* Beta-free unary ops: the value at v, the derivative into *d. Quantities several ops read are
+/* The nonlinear unary ops: the value at v, the derivative into *d. Quantities several ops read are
  * computed once per block for the ops that read them (input_prepare): e = exp(v), s = sigmoid(v),
  * and for derivatives q = 1 / (1 + v^2) and h = exp(-v^2 / 2). After inlining, the compiler drops
  * the derivative where it is not used. */
 #define POINT(name)                                                                                    \
     static inline float name(float v, float e, float s, float q, float h, int bounded, int edges, float *d)
 
-POINT(p_identity) { *d = 1.0f; return v; }
-POINT(p_neg) { *d = -1.0f; return -v; }
 POINT(p_abs) { *d = v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); return fabsf(v); }
 POINT(p_square) {
     const float r = GRAFS_SQRT_INF, c = bounded ? clampf(v, -r, r) : v;
@@ -165,7 +163,10 @@ POINT(p_elu) {
 }
 POINT(p_leaky_relu) { *d = v > 0.0f ? 1.0f : 0.01f; return v > 0.0f ? v : 0.01f * v; }
 
-static int is_beta_op(int code) { return code == U_ADD_BETA || code == U_MUL_BETA || code == U_BETA; }
+/* The unary ops that are linear in x (w * op(x) = slope * x + shift): folded, not evaluated. */
+static int is_linear_unary(int code) {
+    return code == U_IDENTITY || code == U_NEG || code == U_ADD_BETA || code == U_MUL_BETA || code == U_BETA;
+}
 
 /* Which shared quantities an op reads, for its value (forward) or its value and derivative. */
 static int needs_sigmoid(int code, int derivative) {
@@ -244,21 +245,21 @@ static float total(const float *a, int n) {
  * Each active op is evaluated once into value[k] (and its derivative into dvalue[k]); the slots'
  * sums then run chunk by chunk in registers, one load per op and element, instead of updating
  * every slot's output in memory for every op. An op adds only into the slots where it is active,
- * so its NaN or inf values stay out of the others, as in the reference. The beta ops are linear
- * in x and fold into out[j] = slope[j] * x + shift[j] + ...
+ * so its NaN or inf values stay out of the others, as in the reference. The ops linear in x
+ * (identity, neg and the beta ops) fold into out[j] = slope[j] * x + shift[j] + ...
  */
 typedef struct {
-    int used, candidate[MAX_UNARY], code[MAX_UNARY]; /* the active beta-free ops, each evaluated once */
+    int used, candidate[MAX_UNARY], code[MAX_UNARY]; /* the active nonlinear ops, each evaluated once */
     int terms[3], term[3][MAX_UNARY];                 /* per slot: which of them it sums ... */
     float weight[3][MAX_UNARY];                       /* ... with which weights */
-    float slope[3], shift[3];                         /* the beta ops, folded */
+    float slope[3], shift[3];                         /* the linear ops, folded */
     int linear[3];
 } Schedule;
 
 typedef struct {
     int slots[3], nslots;
     float *out[3], *deriv[3];
-    float (*value)[BLOCK], (*dvalue)[BLOCK]; /* [candidate][BLOCK], filled for active beta-free ops */
+    float (*value)[BLOCK], (*dvalue)[BLOCK]; /* [candidate][BLOCK], filled for active nonlinear ops */
     Schedule schedule;                       /* the same for every block of a call: see group_schedule */
 } Group;
 
@@ -363,8 +364,6 @@ static void evaluate_op(const Cell *cell, int code, const Input *in, float *valu
     const int n = in->padded, bounded = cell->bounded, edges = cell->edges;
     const float *x = in->x, *e = in->exp, *s = in->sigmoid, *q = in->reciprocal, *h = in->gauss;
     switch (code) {
-        UNARY_CASE(U_IDENTITY, p_identity)
-        UNARY_CASE(U_NEG, p_neg)
         UNARY_CASE(U_ABS, p_abs)
         UNARY_CASE(U_SQUARE, p_square)
         UNARY_CASE(U_CUBE, p_cube)
@@ -399,7 +398,10 @@ static void group_schedule(const Cell *cell, Group *g) {
             if (!cell->active[idx]) continue;
             const float w = cell->w[idx], b = cell->beta[idx];
             any = 1;
-            if (code == U_ADD_BETA) {
+            if (code == U_IDENTITY || code == U_NEG) {
+                p->slope[j] += code == U_IDENTITY ? w : -w;
+                p->linear[j] = 1;
+            } else if (code == U_ADD_BETA) {
                 p->slope[j] += w;
                 p->shift[j] += w * b;
                 p->linear[j] = 1;
@@ -413,7 +415,7 @@ static void group_schedule(const Cell *cell, Group *g) {
                 p->weight[j][p->terms[j]++] = w;
             }
         }
-        if (!any || is_beta_op(code)) continue;
+        if (!any || is_linear_unary(code)) continue;
         p->candidate[p->used] = k;
         p->code[p->used++] = code;
     }
@@ -545,7 +547,7 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
             any |= cell->active[idx[j]];
         }
         if (!any) continue;
-        if (!is_beta_op(code)) {
+        if (!is_linear_unary(code)) {
             for (int j = 0; j < g->nslots; j++)
                 if (cell->active[idx[j]]) gw[idx[j]] += value_sums[row_of[k]][j];
             continue;
@@ -560,7 +562,9 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
         for (int j = 0; j < g->nslots; j++) {
             if (!cell->active[idx[j]]) continue;
             const float w = cell->w[idx[j]], b = cell->beta[idx[j]];
-            if (code == U_ADD_BETA) {
+            if (code == U_IDENTITY || code == U_NEG) {
+                gw[idx[j]] += code == U_IDENTITY ? gx[j] : -gx[j];
+            } else if (code == U_ADD_BETA) {
                 gw[idx[j]] += (double)gx[j] + (double)b * gsum[j];
                 gbeta[idx[j]] += (double)w * gsum[j];
             } else if (code == U_MUL_BETA) {
