@@ -11,8 +11,9 @@
  * evaluation, quantities several ops read (exp, sigmoid, 1 / (1 + x^2), exp(-x^2 / 2)) are computed
  * once per block, and the elementwise math calls glibc's vector math library (libmvec) when
  * GRAFS_VECTOR_MATH is defined. Which ops each slot sums with which weights is worked out once per
- * call (group_schedule), not per block; the linear binary ops of a slot fold into one pass
- * (binary_linear). Sums run in several registers at a time (SPAN), so that consecutive additions do
+ * call (group_schedule), not per block. Ops that are linear in x fold into one term per slot, the
+ * piecewise-linear ones into two shared rows (piecewise_linear), and the linear binary ops of a
+ * slot into one pass (binary_linear). Sums run in several registers at a time (SPAN), so that consecutive additions do
  * not wait for each other; in the full cell each op's values are read once for the three slots
  * that read x (sums_dense). Each block asks for the next block's tensors ahead (prefetch_block), and
  * each thread's workspace lies in one huge page where the system grants it. For fixed weights and
@@ -59,6 +60,7 @@ VECTOR_VARIANT float erff(float);
 #define DENSE 32  /* elements of the three slots' sums at a time when each op is in every slot */
 #define GRAIN 32768
 #define MAX_UNARY 64
+#define ROWS (MAX_UNARY + 2) /* value rows per group: one per candidate, then relu(x) and min(x, 0) */
 #define MAX_CANDIDATES 256
 #define SLOTS 6
 #define MAX_THREADS 32
@@ -67,7 +69,8 @@ VECTOR_VARIANT float erff(float);
 enum {
     U_IDENTITY, U_NEG, U_ABS, U_SQUARE, U_CUBE, U_SQRT, U_ADD_BETA, U_MUL_BETA, U_BETA, U_EXP, U_SINH,
     U_TANH, U_ASINH, U_ATAN, U_RELU, U_MIN0, U_SIGMOID, U_SOFTPLUS, U_ERF, U_SILU, U_GELU, U_ELU,
-    U_LEAKY_RELU, B_ADD, B_SUB, B_MUL, B_MAX, B_MIN, B_SIG_MUL, B_BETA_MIX, B_LEFT, B_RIGHT
+    U_LEAKY_RELU, B_ADD, B_SUB, B_MUL, B_MAX, B_MIN, B_SIG_MUL, B_BETA_MIX, B_LEFT, B_RIGHT,
+    U_NEGATIVE_PART /* min(x, 0) with derivative [x < 0]: internal, see piecewise_linear */
 };
 
 static const char OP_NAMES[] =
@@ -107,7 +110,6 @@ static inline float sigmoid_scalar(float v) { return 1.0f / (1.0f + expf(-v)); }
 #define POINT(name)                                                                                    \
     static inline float name(float v, float e, float s, float q, float h, int bounded, int edges, float *d)
 
-POINT(p_abs) { *d = v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); return fabsf(v); }
 POINT(p_square) {
     const float r = GRAFS_SQRT_INF, c = bounded ? clampf(v, -r, r) : v;
     *d = 2.0f * c * (bounded ? inside(v, -r, r, edges) : 1.0f);
@@ -141,7 +143,7 @@ POINT(p_tanh) { const float t = tanhf(v); *d = 1.0f - t * t; return t; }
 POINT(p_asinh) { *d = sqrtf(q); return asinhf(v); }
 POINT(p_atan) { *d = q; return atanf(v); }
 POINT(p_relu) { *d = v > 0.0f ? 1.0f : 0.0f; return v > 0.0f ? v : (v != v ? v : 0.0f); }
-POINT(p_min0) { *d = inside(v, -INFINITY, 0.0f, edges); return v > 0.0f ? 0.0f : v; }
+POINT(p_negative_part) { *d = v < 0.0f ? 1.0f : 0.0f; return v > 0.0f ? 0.0f : v; }
 POINT(p_sigmoid) { *d = (1.0f - s) * s; return s; }
 POINT(p_softplus) {
     /* PyTorch's softplus: beta 1, linear above the threshold 20. */
@@ -161,11 +163,24 @@ POINT(p_elu) {
     *d = v > 0.0f ? 1.0f : e;
     return v > 0.0f ? v : m;
 }
-POINT(p_leaky_relu) { *d = v > 0.0f ? 1.0f : 0.01f; return v > 0.0f ? v : 0.01f * v; }
 
 /* The unary ops that are linear in x (w * op(x) = slope * x + shift): folded, not evaluated. */
 static int is_linear_unary(int code) {
     return code == U_IDENTITY || code == U_NEG || code == U_ADD_BETA || code == U_MUL_BETA || code == U_BETA;
+}
+
+/* abs, relu, min0 and leaky_relu are a * relu(x) + b * min(x, 0): their values are read from two
+ * shared rows. The rows' derivatives, [x > 0] and [x < 0], give theirs except where x is 0 or NaN,
+ * where each op adds `zero` or `nan` (PyTorch's conventions; min0 passes the gradient at 0 when
+ * clamps pass it at their bounds). Returns whether the op is one of them. */
+static int piecewise_linear(int code, int edges, float *a, float *b, float *zero, float *nan) {
+    switch (code) {
+    case U_ABS: *a = 1.0f, *b = -1.0f, *zero = 0.0f, *nan = 0.0f; return 1;
+    case U_RELU: *a = 1.0f, *b = 0.0f, *zero = 0.0f, *nan = 1.0f; return 1; /* NaN is not <= 0: passes */
+    case U_MIN0: *a = 0.0f, *b = 1.0f, *zero = (float)edges, *nan = 0.0f; return 1;
+    case U_LEAKY_RELU: *a = 1.0f, *b = 0.01f, *zero = 0.01f, *nan = 0.01f; return 1;
+    default: return 0;
+    }
 }
 
 /* Which shared quantities an op reads, for its value (forward) or its value and derivative. */
@@ -249,9 +264,11 @@ static float total(const float *a, int n) {
  * (identity, neg and the beta ops) fold into out[j] = slope[j] * x + shift[j] + ...
  */
 typedef struct {
-    int used, candidate[MAX_UNARY], code[MAX_UNARY]; /* the active nonlinear ops, each evaluated once */
-    int terms[3], term[3][MAX_UNARY];                 /* per slot: which of them it sums ... */
-    float weight[3][MAX_UNARY];                       /* ... with which weights */
+    int used, candidate[ROWS], code[ROWS]; /* the rows evaluated: active nonlinear ops, shared rows */
+    int terms[3], term[3][ROWS];           /* per slot: which of them it sums ... */
+    float weight[3][ROWS];                 /* ... with which weights */
+    float zero[3], nan[3];                 /* what piecewise-linear ops add to deriv where x is 0, NaN */
+    int fix_up;                            /* whether any does */
     float slope[3], shift[3];                         /* the linear ops, folded */
     int linear[3];
 } Schedule;
@@ -259,7 +276,7 @@ typedef struct {
 typedef struct {
     int slots[3], nslots;
     float *out[3], *deriv[3];
-    float (*value)[BLOCK], (*dvalue)[BLOCK]; /* [candidate][BLOCK], filled for active nonlinear ops */
+    float (*value)[BLOCK], (*dvalue)[BLOCK]; /* [row][BLOCK]: see Schedule */
     Schedule schedule;                       /* the same for every block of a call: see group_schedule */
 } Group;
 
@@ -364,7 +381,6 @@ static void evaluate_op(const Cell *cell, int code, const Input *in, float *valu
     const int n = in->padded, bounded = cell->bounded, edges = cell->edges;
     const float *x = in->x, *e = in->exp, *s = in->sigmoid, *q = in->reciprocal, *h = in->gauss;
     switch (code) {
-        UNARY_CASE(U_ABS, p_abs)
         UNARY_CASE(U_SQUARE, p_square)
         UNARY_CASE(U_CUBE, p_cube)
         UNARY_CASE(U_SQRT, p_sqrt)
@@ -374,14 +390,13 @@ static void evaluate_op(const Cell *cell, int code, const Input *in, float *valu
         UNARY_CASE(U_ASINH, p_asinh)
         UNARY_CASE(U_ATAN, p_atan)
         UNARY_CASE(U_RELU, p_relu)
-        UNARY_CASE(U_MIN0, p_min0)
+        UNARY_CASE(U_NEGATIVE_PART, p_negative_part)
         UNARY_CASE(U_SIGMOID, p_sigmoid)
         UNARY_CASE(U_SOFTPLUS, p_softplus)
         UNARY_CASE(U_ERF, p_erf)
         UNARY_CASE(U_SILU, p_silu)
         UNARY_CASE(U_GELU, p_gelu)
         UNARY_CASE(U_ELU, p_elu)
-        UNARY_CASE(U_LEAKY_RELU, p_leaky_relu)
     }
 }
 
@@ -389,35 +404,59 @@ static void evaluate_op(const Cell *cell, int code, const Input *in, float *valu
 static void group_schedule(const Cell *cell, Group *g) {
     Schedule *p = &g->schedule;
     const int first = cell->offset[g->slots[0]], count = cell->offset[g->slots[0] + 1] - first;
+    float shared[2][3] = {{0.0f}}; /* per slot, the weights of the shared rows relu(x) and min(x, 0) */
+    int reads[2][3] = {{0}};
     memset(p, 0, sizeof *p);
     for (int k = 0; k < count; k++) {
         const int code = cell->code[first + k];
+        float a, b, zero, nan;
+        const int piecewise = piecewise_linear(code, cell->edges, &a, &b, &zero, &nan);
         int any = 0;
         for (int j = 0; j < g->nslots; j++) {
             const int idx = cell->offset[g->slots[j]] + k;
             if (!cell->active[idx]) continue;
-            const float w = cell->w[idx], b = cell->beta[idx];
+            const float w = cell->w[idx], beta = cell->beta[idx];
             any = 1;
-            if (code == U_IDENTITY || code == U_NEG) {
+            if (piecewise) {
+                shared[0][j] += w * a;
+                shared[1][j] += w * b;
+                reads[0][j] |= a != 0.0f;
+                reads[1][j] |= b != 0.0f;
+                p->zero[j] += w * zero;
+                p->nan[j] += w * nan;
+                p->fix_up |= zero != 0.0f || nan != 0.0f;
+            } else if (code == U_IDENTITY || code == U_NEG) {
                 p->slope[j] += code == U_IDENTITY ? w : -w;
                 p->linear[j] = 1;
             } else if (code == U_ADD_BETA) {
                 p->slope[j] += w;
-                p->shift[j] += w * b;
+                p->shift[j] += w * beta;
                 p->linear[j] = 1;
             } else if (code == U_MUL_BETA) {
-                p->slope[j] += w * b;
+                p->slope[j] += w * beta;
                 p->linear[j] = 1;
             } else if (code == U_BETA) {
-                p->shift[j] += w * b;
+                p->shift[j] += w * beta;
             } else {
                 p->term[j][p->terms[j]] = p->used;
                 p->weight[j][p->terms[j]++] = w;
             }
         }
-        if (!any || is_linear_unary(code)) continue;
+        if (!any || is_linear_unary(code) || piecewise) continue;
         p->candidate[p->used] = k;
         p->code[p->used++] = code;
+    }
+    for (int r = 0; r < 2; r++) {
+        int any = 0;
+        for (int j = 0; j < g->nslots; j++) {
+            if (!reads[r][j]) continue;
+            p->term[j][p->terms[j]] = p->used;
+            p->weight[j][p->terms[j]++] = shared[r][j];
+            any = 1;
+        }
+        if (!any) continue;
+        p->candidate[p->used] = count + r; /* the rows after the candidates' */
+        p->code[p->used++] = r == 0 ? U_RELU : U_NEGATIVE_PART;
     }
 }
 
@@ -495,6 +534,20 @@ static void sums_by_slot(const Group *g, const Input *in, int derivative) {
     }
 }
 
+/* Where x is 0 or NaN, adds what the piecewise-linear ops' derivatives differ from their rows'. */
+static void fix_up_kinks(const Group *g, const Input *in) {
+    const Schedule *p = &g->schedule;
+    const float *x = in->x;
+    int special = 0;
+#pragma omp simd reduction(| : special)
+    for (int i = 0; i < in->n; i++) special |= (x[i] == 0.0f) | (x[i] != x[i]);
+    if (!special) return;
+    for (int i = 0; i < in->n; i++) {
+        if (x[i] != 0.0f && x[i] == x[i]) continue;
+        for (int j = 0; j < g->nslots; j++) g->deriv[j][i] += x[i] == 0.0f ? p->zero[j] : p->nan[j];
+    }
+}
+
 static void group_forward(const Cell *cell, Group *g, Input *in, int derivative) {
     const Schedule *p = &g->schedule;
     for (int q = 0; q < p->used; q++) {
@@ -504,6 +557,7 @@ static void group_forward(const Cell *cell, Group *g, Input *in, int derivative)
     const int dense = g->nslots == 3 && p->terms[0] == p->used && p->terms[1] == p->used && p->terms[2] == p->used;
     if (dense) sums_dense(g, in, derivative);
     else sums_by_slot(g, in, derivative);
+    if (derivative && p->fix_up) fix_up_kinks(g, in);
 }
 
 /* Given grad[j] = d loss / d out[j]: weight and beta gradients, and adds d loss / dx into gin.
@@ -526,9 +580,9 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
     if (!cell->gradients) return;
     /* sum(grad[j] * op_k(x)) for every evaluated op k, all at once. */
     const Schedule *p = &g->schedule;
-    const float *rows[MAX_UNARY];
-    float value_sums[MAX_UNARY][3];
-    int row_of[MAX_UNARY];
+    const float *rows[ROWS];
+    float value_sums[ROWS][3];
+    int row_of[ROWS];
     for (int q = 0; q < p->used; q++) {
         rows[q] = g->value[p->candidate[q]];
         row_of[p->candidate[q]] = q;
@@ -547,6 +601,15 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
             any |= cell->active[idx[j]];
         }
         if (!any) continue;
+        float a, b, zero, nan;
+        if (piecewise_linear(code, cell->edges, &a, &b, &zero, &nan)) {
+            for (int j = 0; j < g->nslots; j++) {
+                if (!cell->active[idx[j]]) continue;
+                if (a != 0.0f) gw[idx[j]] += a * value_sums[row_of[count]][j];
+                if (b != 0.0f) gw[idx[j]] += b * value_sums[row_of[count + 1]][j];
+            }
+            continue;
+        }
         if (!is_linear_unary(code)) {
             for (int j = 0; j < g->nslots; j++)
                 if (cell->active[idx[j]]) gw[idx[j]] += value_sums[row_of[k]][j];
@@ -790,7 +853,7 @@ typedef struct {
     float m0[BLOCK], m1[BLOCK], m3[BLOCK], b0[BLOCK], m2[BLOCK];
     float d0[BLOCK], d1[BLOCK], d3[BLOCK], d2[BLOCK];
     float g0[BLOCK], g1[BLOCK], g2[BLOCK], g3[BLOCK], gb0[BLOCK], db0[BLOCK], dm2[BLOCK];
-    float xvalue[MAX_UNARY][BLOCK], b0value[MAX_UNARY][BLOCK], xdvalue[MAX_UNARY][BLOCK], b0dvalue[MAX_UNARY][BLOCK];
+    float xvalue[ROWS][BLOCK], b0value[ROWS][BLOCK], xdvalue[ROWS][BLOCK], b0dvalue[ROWS][BLOCK];
     Group xgroup, u2group;
     Linear linear[2]; /* the folded linear ops of b0 and b1, worked out once per call */
 } Workspace;
