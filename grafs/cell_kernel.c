@@ -8,11 +8,17 @@
  * blocks of BLOCK floats that stay in cache, the forward pass keeps nothing, and the backward
  * pass recomputes the forward block by block from the saved input, evaluating every op's value
  * and derivative together once. The three unary slots that read x (u0, u1, u3) share each op
- * evaluation, and the elementwise math calls glibc's vector math library (libmvec) when
+ * evaluation, quantities several ops read (exp, sigmoid, 1 / (1 + x^2), exp(-x^2 / 2)) are computed
+ * once per block, and the elementwise math calls glibc's vector math library (libmvec) when
  * GRAFS_VECTOR_MATH is defined. Which ops each slot sums with which weights is worked out once per
- * call (group_schedule), not per block. For fixed weights and betas (a found activation) one
- * forward-mode pass gives the output and its derivative by x (tangent_task), which is all such a
- * node keeps for its backward pass.
+ * call (group_schedule), not per block. Ops that are linear in x fold into one term per slot, the
+ * piecewise-linear ones into two shared rows (piecewise_linear), and the linear binary ops of a
+ * slot into one pass (binary_linear). Sums run in several registers at a time (SPAN), so that consecutive additions do
+ * not wait for each other; in the full cell each op's values are read once for the three slots
+ * that read x (sums_dense). Each block asks for the next block's tensors ahead (prefetch_block), and
+ * each thread's workspace lies in one huge page where the system grants it. For fixed weights and
+ * betas (a found activation) one forward-mode pass gives the output and its derivative by x
+ * (tangent_task), which is all such a node keeps for its backward pass.
  *
  * The math must match grafs/ops.py (the single source of truth); tests/test_cell.py compares
  * outputs and gradients with the plain PyTorch path. Derivatives follow PyTorch's autograd
@@ -31,6 +37,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #ifdef GRAFS_VECTOR_MATH
 /* Declaring the libmvec variants lets the compiler vectorize loops that call these functions
@@ -47,9 +54,13 @@ VECTOR_VARIANT float erff(float);
 #endif
 
 #define BLOCK 256
-#define CHUNK 16 /* elements summed in registers at a time; divides BLOCK */
+#define CHUNK 16 /* elements in one vector register */
+#define SPAN 64  /* elements summed at a time, in SPAN / CHUNK independent registers; divides BLOCK */
+#define PARTS (SPAN / CHUNK)
+#define DENSE 32  /* elements of the three slots' sums at a time when each op is in every slot */
 #define GRAIN 32768
 #define MAX_UNARY 64
+#define ROWS (MAX_UNARY + 2) /* value rows per group: one per candidate, then relu(x) and min(x, 0) */
 #define MAX_CANDIDATES 256
 #define SLOTS 6
 #define MAX_THREADS 32
@@ -58,7 +69,8 @@ VECTOR_VARIANT float erff(float);
 enum {
     U_IDENTITY, U_NEG, U_ABS, U_SQUARE, U_CUBE, U_SQRT, U_ADD_BETA, U_MUL_BETA, U_BETA, U_EXP, U_SINH,
     U_TANH, U_ASINH, U_ATAN, U_RELU, U_MIN0, U_SIGMOID, U_SOFTPLUS, U_ERF, U_SILU, U_GELU, U_ELU,
-    U_LEAKY_RELU, B_ADD, B_SUB, B_MUL, B_MAX, B_MIN, B_SIG_MUL, B_BETA_MIX, B_LEFT, B_RIGHT
+    U_LEAKY_RELU, B_ADD, B_SUB, B_MUL, B_MAX, B_MIN, B_SIG_MUL, B_BETA_MIX, B_LEFT, B_RIGHT,
+    U_NEGATIVE_PART /* min(x, 0) with derivative [x < 0]: internal, see piecewise_linear */
 };
 
 static const char OP_NAMES[] =
@@ -91,14 +103,13 @@ static inline float inside(float v, float lo, float hi, int edges) {
 
 static inline float sigmoid_scalar(float v) { return 1.0f / (1.0f + expf(-v)); }
 
-/* Beta-free unary ops: the value at v, the derivative into *d. e = exp(v) and s = sigmoid(v) are
- * precomputed for the ops that read them (see NEEDS_EXP); after inlining, the compiler drops the
- * derivative where it is not used. */
-#define POINT(name) static inline float name(float v, float e, float s, int bounded, int edges, float *d)
+/* The nonlinear unary ops: the value at v, the derivative into *d. Quantities several ops read are
+ * computed once per block for the ops that read them (input_prepare): e = exp(v), s = sigmoid(v),
+ * and for derivatives q = 1 / (1 + v^2) and h = exp(-v^2 / 2). After inlining, the compiler drops
+ * the derivative where it is not used. */
+#define POINT(name)                                                                                    \
+    static inline float name(float v, float e, float s, float q, float h, int bounded, int edges, float *d)
 
-POINT(p_identity) { *d = 1.0f; return v; }
-POINT(p_neg) { *d = -1.0f; return -v; }
-POINT(p_abs) { *d = v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); return fabsf(v); }
 POINT(p_square) {
     const float r = GRAFS_SQRT_INF, c = bounded ? clampf(v, -r, r) : v;
     *d = 2.0f * c * (bounded ? inside(v, -r, r, edges) : 1.0f);
@@ -123,27 +134,28 @@ POINT(p_exp) {
 POINT(p_sinh) {
     /* cosh from exp(v); a select, not a product with the mask, as 1 / exp(v) is inf below -88. */
     const float a = GRAFS_ASINH_INF, c = bounded ? clampf(v, -a, a) : v;
-    const float pass = bounded ? inside(v, -a, a, edges) : 1.0f;
-    *d = pass > 0.0f ? 0.5f * (e + 1.0f / e) : 0.0f;
-    return sinhf(c);
+    const float pass = bounded ? inside(v, -a, a, edges) : 1.0f, value = sinhf(c);
+    /* cosh = exp - sinh, without a division; exp(v) = inf (v above ~88.7) gives inf. */
+    *d = pass > 0.0f ? (e == INFINITY ? INFINITY : e - value) : 0.0f;
+    return value;
 }
 POINT(p_tanh) { const float t = tanhf(v); *d = 1.0f - t * t; return t; }
-POINT(p_asinh) { *d = 1.0f / sqrtf(v * v + 1.0f); return asinhf(v); }
-POINT(p_atan) { *d = 1.0f / (v * v + 1.0f); return atanf(v); }
+POINT(p_asinh) { *d = sqrtf(q); return asinhf(v); }
+POINT(p_atan) { *d = q; return atanf(v); }
 POINT(p_relu) { *d = v > 0.0f ? 1.0f : 0.0f; return v > 0.0f ? v : (v != v ? v : 0.0f); }
-POINT(p_min0) { *d = inside(v, -INFINITY, 0.0f, edges); return v > 0.0f ? 0.0f : v; }
+POINT(p_negative_part) { *d = v < 0.0f ? 1.0f : 0.0f; return v > 0.0f ? 0.0f : v; }
 POINT(p_sigmoid) { *d = (1.0f - s) * s; return s; }
 POINT(p_softplus) {
     /* PyTorch's softplus: beta 1, linear above the threshold 20. */
     const float soft = log1pf(e);
-    *d = v > 20.0f ? 1.0f : e / (e + 1.0f);
+    *d = v > 20.0f ? 1.0f : s;
     return v > 20.0f ? v : soft;
 }
-POINT(p_erf) { *d = (float)M_2_SQRTPI * expf(-v * v); return erff(v); }
+POINT(p_erf) { *d = (float)M_2_SQRTPI * (h * h); return erff(v); }
 POINT(p_silu) { *d = s * (1.0f + v * (1.0f - s)); return v * s; }
 POINT(p_gelu) {
     const float cdf = 0.5f * (1.0f + erff(v * (float)M_SQRT1_2));
-    *d = cdf + v * expf(-0.5f * v * v) * (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
+    *d = cdf + v * h * (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
     return v * cdf;
 }
 POINT(p_elu) {
@@ -151,36 +163,56 @@ POINT(p_elu) {
     *d = v > 0.0f ? 1.0f : e;
     return v > 0.0f ? v : m;
 }
-POINT(p_leaky_relu) { *d = v > 0.0f ? 1.0f : 0.01f; return v > 0.0f ? v : 0.01f * v; }
 
-static int is_beta_op(int code) { return code == U_ADD_BETA || code == U_MUL_BETA || code == U_BETA; }
+/* The unary ops that are linear in x (w * op(x) = slope * x + shift): folded, not evaluated. */
+static int is_linear_unary(int code) {
+    return code == U_IDENTITY || code == U_NEG || code == U_ADD_BETA || code == U_MUL_BETA || code == U_BETA;
+}
 
-/* Whether an op reads exp(v), sigmoid(v): for its value (forward) or value and derivative. */
+/* abs, relu, min0 and leaky_relu are a * relu(x) + b * min(x, 0): their values are read from two
+ * shared rows. The rows' derivatives, [x > 0] and [x < 0], give theirs except where x is 0 or NaN,
+ * where each op adds `zero` or `nan` (PyTorch's conventions; min0 passes the gradient at 0 when
+ * clamps pass it at their bounds). Returns whether the op is one of them. */
+static int piecewise_linear(int code, int edges, float *a, float *b, float *zero, float *nan) {
+    switch (code) {
+    case U_ABS: *a = 1.0f, *b = -1.0f, *zero = 0.0f, *nan = 0.0f; return 1;
+    case U_RELU: *a = 1.0f, *b = 0.0f, *zero = 0.0f, *nan = 1.0f; return 1; /* NaN is not <= 0: passes */
+    case U_MIN0: *a = 0.0f, *b = 1.0f, *zero = (float)edges, *nan = 0.0f; return 1;
+    case U_LEAKY_RELU: *a = 1.0f, *b = 0.01f, *zero = 0.01f, *nan = 0.01f; return 1;
+    default: return 0;
+    }
+}
+
+/* Which shared quantities an op reads, for its value (forward) or its value and derivative. */
+static int needs_sigmoid(int code, int derivative) {
+    return code == U_SIGMOID || code == U_SILU || (derivative && code == U_SOFTPLUS);
+}
 static int needs_exp(int code, int derivative) {
-    return code == U_EXP || code == U_SOFTPLUS || code == U_SIGMOID || code == U_SILU ||
+    return code == U_EXP || code == U_SOFTPLUS || needs_sigmoid(code, derivative) ||
            (derivative && (code == U_SINH || code == U_ELU));
 }
-static int needs_sigmoid(int code) { return code == U_SIGMOID || code == U_SILU; }
+static int needs_reciprocal(int code, int derivative) { return derivative && (code == U_ASINH || code == U_ATAN); }
+static int needs_gauss(int code, int derivative) { return derivative && (code == U_ERF || code == U_GELU); }
 
 /* One block of the input of a group of unary slots, with exp and sigmoid computed on demand. The
  * ops are evaluated on `padded` elements, n rounded up to whole chunks: a ragged block's input is
  * copied into `pad` and zero-filled, so the chunked loops never read past the caller's tensor. */
 typedef struct {
     const float *x;
-    int n, padded, have_exp, have_sigmoid;
-    float exp[BLOCK], sigmoid[BLOCK], pad[BLOCK];
+    int n, padded, have_exp, have_sigmoid, have_reciprocal, have_gauss;
+    float exp[BLOCK], sigmoid[BLOCK], reciprocal[BLOCK], gauss[BLOCK], pad[BLOCK];
 } Input;
 
 static void input_init(Input *in, const float *x, int n) {
     in->n = n;
-    in->padded = (n + CHUNK - 1) / CHUNK * CHUNK;
+    in->padded = (n + SPAN - 1) / SPAN * SPAN;
     in->x = x;
     if (in->padded != n) {
         memcpy(in->pad, x, sizeof(float) * n);
         memset(in->pad + n, 0, sizeof(float) * (in->padded - n));
         in->x = in->pad;
     }
-    in->have_exp = in->have_sigmoid = 0;
+    in->have_exp = in->have_sigmoid = in->have_reciprocal = in->have_gauss = 0;
 }
 
 static void input_prepare(Input *in, int code, int derivative) {
@@ -188,7 +220,7 @@ static void input_prepare(Input *in, int code, int derivative) {
         SIMD for (int i = 0; i < in->padded; i++) in->exp[i] = expf(in->x[i]);
         in->have_exp = 1;
     }
-    if (needs_sigmoid(code) && !in->have_sigmoid) {
+    if (needs_sigmoid(code, derivative) && !in->have_sigmoid) {
         /* e / (1 + e), one division instead of the two of 1 / (1 + 1 / e); exp(x) = inf gives 1 and
          * exp(x) = 0 gives 0, as PyTorch's 1 / (1 + exp(-x)) does. */
         SIMD for (int i = 0; i < in->padded; i++) {
@@ -196,6 +228,15 @@ static void input_prepare(Input *in, int code, int derivative) {
             in->sigmoid[i] = e == INFINITY ? 1.0f : e / (1.0f + e);
         }
         in->have_sigmoid = 1;
+    }
+    if (needs_reciprocal(code, derivative) && !in->have_reciprocal) {
+        SIMD for (int i = 0; i < in->padded; i++) in->reciprocal[i] = 1.0f / (in->x[i] * in->x[i] + 1.0f);
+        in->have_reciprocal = 1;
+    }
+    if (needs_gauss(code, derivative) && !in->have_gauss) {
+        /* exp(-v^2 / 2) for GELU; erf's exp(-v^2) is its square. */
+        SIMD for (int i = 0; i < in->padded; i++) in->gauss[i] = expf(-0.5f * in->x[i] * in->x[i]);
+        in->have_gauss = 1;
     }
 }
 
@@ -219,21 +260,23 @@ static float total(const float *a, int n) {
  * Each active op is evaluated once into value[k] (and its derivative into dvalue[k]); the slots'
  * sums then run chunk by chunk in registers, one load per op and element, instead of updating
  * every slot's output in memory for every op. An op adds only into the slots where it is active,
- * so its NaN or inf values stay out of the others, as in the reference. The beta ops are linear
- * in x and fold into out[j] = slope[j] * x + shift[j] + ...
+ * so its NaN or inf values stay out of the others, as in the reference. The ops linear in x
+ * (identity, neg and the beta ops) fold into out[j] = slope[j] * x + shift[j] + ...
  */
 typedef struct {
-    int used, candidate[MAX_UNARY], code[MAX_UNARY]; /* the active beta-free ops, each evaluated once */
-    int terms[3], term[3][MAX_UNARY];                 /* per slot: which of them it sums ... */
-    float weight[3][MAX_UNARY];                       /* ... with which weights */
-    float slope[3], shift[3];                         /* the beta ops, folded */
+    int used, candidate[ROWS], code[ROWS]; /* the rows evaluated: active nonlinear ops, shared rows */
+    int terms[3], term[3][ROWS];           /* per slot: which of them it sums ... */
+    float weight[3][ROWS];                 /* ... with which weights */
+    float zero[3], nan[3];                 /* what piecewise-linear ops add to deriv where x is 0, NaN */
+    int fix_up;                            /* whether any does */
+    float slope[3], shift[3];                         /* the linear ops, folded */
     int linear[3];
 } Schedule;
 
 typedef struct {
     int slots[3], nslots;
     float *out[3], *deriv[3];
-    float (*value)[BLOCK], (*dvalue)[BLOCK]; /* [candidate][BLOCK], filled for active beta-free ops */
+    float (*value)[BLOCK], (*dvalue)[BLOCK]; /* [row][BLOCK]: see Schedule */
     Schedule schedule;                       /* the same for every block of a call: see group_schedule */
 } Group;
 
@@ -247,26 +290,97 @@ static inline Chunk chunk_load(const float *p) {
 
 static inline void chunk_store(float *p, Chunk v) { memcpy(p, &v, sizeof v); }
 
+static inline float chunk_sum(Chunk v) {
+    float s = 0.0f;
+    for (int i = 0; i < CHUNK; i++) s += v[i];
+    return s;
+}
+
+/* sums[j] = sum_i v[i] * u[j][i] for j < count (at most 3). Each sum runs in PARTS registers, so
+ * that its additions do not wait for each other, then adds the tail element by element. */
+static void dot_products(const float *v, const float *const *u, int count, int n, float *sums) {
+    const Chunk zero = {0};
+    Chunk acc[3][PARTS];
+    for (int j = 0; j < 3; j++)
+        for (int p = 0; p < PARTS; p++) acc[j][p] = zero;
+    int i = 0;
+    for (; i + SPAN <= n; i += SPAN)
+        for (int p = 0; p < PARTS; p++) {
+            const Chunk vv = chunk_load(v + i + p * CHUNK);
+            acc[0][p] += vv * chunk_load(u[0] + i + p * CHUNK);
+            if (count > 1) acc[1][p] += vv * chunk_load(u[1] + i + p * CHUNK);
+            if (count > 2) acc[2][p] += vv * chunk_load(u[2] + i + p * CHUNK);
+        }
+    for (int j = 0; j < count; j++) {
+        Chunk total = zero;
+        for (int p = 0; p < PARTS; p++) total += acc[j][p];
+        float s = chunk_sum(total);
+        for (int k = i; k < n; k++) s += v[k] * u[j][k];
+        sums[j] = s;
+    }
+}
+
+/* sums[r][j] = sum_i rows[r][i] * grads[j][i] for ROWS rows and GRADS (at most 3) gradients: each
+ * gradient chunk loaded serves all the rows, and the ROWS * GRADS sums stay in registers. */
+#define ROW_DOTS(NAME, ROWS, GRADS)                                                                    \
+    static void NAME(const float *const *rows, const float *const *grads, int n, float (*sums)[3]) {  \
+        const Chunk zero = {0};                                                                        \
+        Chunk acc[ROWS][GRADS];                                                                        \
+        for (int r = 0; r < ROWS; r++)                                                                 \
+            for (int j = 0; j < GRADS; j++) acc[r][j] = zero;                                          \
+        int i = 0;                                                                                     \
+        for (; i + CHUNK <= n; i += CHUNK) {                                                           \
+            Chunk g[GRADS];                                                                            \
+            for (int j = 0; j < GRADS; j++) g[j] = chunk_load(grads[j] + i);                           \
+            for (int r = 0; r < ROWS; r++) {                                                           \
+                const Chunk v = chunk_load(rows[r] + i);                                               \
+                for (int j = 0; j < GRADS; j++) acc[r][j] += v * g[j];                                 \
+            }                                                                                          \
+        }                                                                                              \
+        for (int r = 0; r < ROWS; r++)                                                                 \
+            for (int j = 0; j < GRADS; j++) {                                                          \
+                float sum = chunk_sum(acc[r][j]);                                                      \
+                for (int k = i; k < n; k++) sum += rows[r][k] * grads[j][k];                           \
+                sums[r][j] = sum;                                                                      \
+            }                                                                                          \
+    }
+ROW_DOTS(row_dots_3, 4, 3)
+ROW_DOTS(row_dots_1, 8, 1)
+
+/* sums[q][j] = sum_i rows[q][i] * grads[j][i] for q < count and j < ngrads (1 or 3), rows taken a
+ * few at a time; a last partial group is filled up with `filler`, a row whose sums are dropped. */
+static void weight_dot_products(const float *const *rows, int count, const float *const *grads, int ngrads, int n,
+                                const float *filler, float (*sums)[3]) {
+    const int group = ngrads == 3 ? 4 : 8;
+    for (int q = 0; q < count; q += group) {
+        const float *batch[8];
+        float batch_sums[8][3];
+        for (int r = 0; r < group; r++) batch[r] = q + r < count ? rows[q + r] : filler;
+        if (ngrads == 3) row_dots_3(batch, grads, n, batch_sums);
+        else row_dots_1(batch, grads, n, batch_sums);
+        for (int r = 0; r < group && q + r < count; r++)
+            for (int j = 0; j < ngrads; j++) sums[q + r][j] = batch_sums[r][j];
+    }
+}
+
 #define UNARY_CASE(CODE, FN)                                                                           \
     case CODE:                                                                                         \
         if (!derivative) {                                                                             \
             SIMD for (int i = 0; i < n; i++) {                                                         \
                 float d;                                                                               \
-                value[i] = FN(x[i], e[i], s[i], bounded, edges, &d);                                   \
+                value[i] = FN(x[i], e[i], s[i], q[i], h[i], bounded, edges, &d);                      \
             }                                                                                          \
         } else {                                                                                       \
-            SIMD for (int i = 0; i < n; i++) value[i] = FN(x[i], e[i], s[i], bounded, edges, &dvalue[i]); \
+            SIMD for (int i = 0; i < n; i++)                                                           \
+                value[i] = FN(x[i], e[i], s[i], q[i], h[i], bounded, edges, &dvalue[i]);                   \
         }                                                                                              \
         break;
 
 /* value[i] (and dvalue[i]) = op(x[i]) and its derivative, for the padded block. */
 static void evaluate_op(const Cell *cell, int code, const Input *in, float *value, float *dvalue, int derivative) {
     const int n = in->padded, bounded = cell->bounded, edges = cell->edges;
-    const float *x = in->x, *e = in->exp, *s = in->sigmoid;
+    const float *x = in->x, *e = in->exp, *s = in->sigmoid, *q = in->reciprocal, *h = in->gauss;
     switch (code) {
-        UNARY_CASE(U_IDENTITY, p_identity)
-        UNARY_CASE(U_NEG, p_neg)
-        UNARY_CASE(U_ABS, p_abs)
         UNARY_CASE(U_SQUARE, p_square)
         UNARY_CASE(U_CUBE, p_cube)
         UNARY_CASE(U_SQRT, p_sqrt)
@@ -276,14 +390,13 @@ static void evaluate_op(const Cell *cell, int code, const Input *in, float *valu
         UNARY_CASE(U_ASINH, p_asinh)
         UNARY_CASE(U_ATAN, p_atan)
         UNARY_CASE(U_RELU, p_relu)
-        UNARY_CASE(U_MIN0, p_min0)
+        UNARY_CASE(U_NEGATIVE_PART, p_negative_part)
         UNARY_CASE(U_SIGMOID, p_sigmoid)
         UNARY_CASE(U_SOFTPLUS, p_softplus)
         UNARY_CASE(U_ERF, p_erf)
         UNARY_CASE(U_SILU, p_silu)
         UNARY_CASE(U_GELU, p_gelu)
         UNARY_CASE(U_ELU, p_elu)
-        UNARY_CASE(U_LEAKY_RELU, p_leaky_relu)
     }
 }
 
@@ -291,32 +404,147 @@ static void evaluate_op(const Cell *cell, int code, const Input *in, float *valu
 static void group_schedule(const Cell *cell, Group *g) {
     Schedule *p = &g->schedule;
     const int first = cell->offset[g->slots[0]], count = cell->offset[g->slots[0] + 1] - first;
+    float shared[2][3] = {{0.0f}}; /* per slot, the weights of the shared rows relu(x) and min(x, 0) */
+    int reads[2][3] = {{0}};
     memset(p, 0, sizeof *p);
     for (int k = 0; k < count; k++) {
         const int code = cell->code[first + k];
+        float a, b, zero, nan;
+        const int piecewise = piecewise_linear(code, cell->edges, &a, &b, &zero, &nan);
         int any = 0;
         for (int j = 0; j < g->nslots; j++) {
             const int idx = cell->offset[g->slots[j]] + k;
             if (!cell->active[idx]) continue;
-            const float w = cell->w[idx], b = cell->beta[idx];
+            const float w = cell->w[idx], beta = cell->beta[idx];
             any = 1;
-            if (code == U_ADD_BETA) {
+            if (piecewise) {
+                shared[0][j] += w * a;
+                shared[1][j] += w * b;
+                reads[0][j] |= a != 0.0f;
+                reads[1][j] |= b != 0.0f;
+                p->zero[j] += w * zero;
+                p->nan[j] += w * nan;
+                p->fix_up |= zero != 0.0f || nan != 0.0f;
+            } else if (code == U_IDENTITY || code == U_NEG) {
+                p->slope[j] += code == U_IDENTITY ? w : -w;
+                p->linear[j] = 1;
+            } else if (code == U_ADD_BETA) {
                 p->slope[j] += w;
-                p->shift[j] += w * b;
+                p->shift[j] += w * beta;
                 p->linear[j] = 1;
             } else if (code == U_MUL_BETA) {
-                p->slope[j] += w * b;
+                p->slope[j] += w * beta;
                 p->linear[j] = 1;
             } else if (code == U_BETA) {
-                p->shift[j] += w * b;
+                p->shift[j] += w * beta;
             } else {
                 p->term[j][p->terms[j]] = p->used;
                 p->weight[j][p->terms[j]++] = w;
             }
         }
-        if (!any || is_beta_op(code)) continue;
+        if (!any || is_linear_unary(code) || piecewise) continue;
         p->candidate[p->used] = k;
         p->code[p->used++] = code;
+    }
+    for (int r = 0; r < 2; r++) {
+        int any = 0;
+        for (int j = 0; j < g->nslots; j++) {
+            if (!reads[r][j]) continue;
+            p->term[j][p->terms[j]] = p->used;
+            p->weight[j][p->terms[j]++] = shared[r][j];
+            any = 1;
+        }
+        if (!any) continue;
+        p->candidate[p->used] = count + r; /* the rows after the candidates' */
+        p->code[p->used++] = r == 0 ? U_RELU : U_NEGATIVE_PART;
+    }
+}
+
+/* Where a slot's sums start: x is added only with add_beta or mul_beta, as 0 * x would turn an
+ * infinite x into NaN. */
+static inline Chunk sum_start(const Schedule *p, int j, Chunk x) {
+    const Chunk zero = {0};
+    return p->linear[j] ? p->slope[j] * x + p->shift[j] : zero + p->shift[j];
+}
+
+/* The slots' sums when every op is active in all three slots (the full cell): each op's row is read
+ * once for the three sums, DENSE elements at a time. */
+static void sums_dense(const Group *g, const Input *in, int derivative) {
+    const Schedule *p = &g->schedule;
+    const Chunk zero = {0};
+    for (int start = 0; start < in->padded; start += DENSE) {
+        Chunk o[3][DENSE / CHUNK], d[3][DENSE / CHUNK];
+        for (int u = 0; u < DENSE / CHUNK; u++) {
+            const Chunk x = chunk_load(in->x + start + u * CHUNK);
+            for (int j = 0; j < 3; j++) {
+                o[j][u] = sum_start(p, j, x);
+                d[j][u] = zero + p->slope[j];
+            }
+        }
+        for (int t = 0; t < p->used; t++) {
+            const int k = p->candidate[t];
+            const float w0 = p->weight[0][t], w1 = p->weight[1][t], w2 = p->weight[2][t];
+            for (int u = 0; u < DENSE / CHUNK; u++) {
+                const Chunk v = chunk_load(g->value[k] + start + u * CHUNK);
+                o[0][u] += w0 * v;
+                o[1][u] += w1 * v;
+                o[2][u] += w2 * v;
+            }
+            if (derivative)
+                for (int u = 0; u < DENSE / CHUNK; u++) {
+                    const Chunk v = chunk_load(g->dvalue[k] + start + u * CHUNK);
+                    d[0][u] += w0 * v;
+                    d[1][u] += w1 * v;
+                    d[2][u] += w2 * v;
+                }
+        }
+        for (int j = 0; j < 3; j++)
+            for (int u = 0; u < DENSE / CHUNK; u++) {
+                chunk_store(g->out[j] + start + u * CHUNK, o[j][u]);
+                if (derivative) chunk_store(g->deriv[j] + start + u * CHUNK, d[j][u]);
+            }
+    }
+}
+
+/* The slots' sums slot by slot, each over its own active ops, SPAN elements at a time. */
+static void sums_by_slot(const Group *g, const Input *in, int derivative) {
+    const Schedule *p = &g->schedule;
+    const Chunk zero = {0};
+    for (int start = 0; start < in->padded; start += SPAN) {
+        Chunk x[PARTS];
+        for (int u = 0; u < PARTS; u++) x[u] = chunk_load(in->x + start + u * CHUNK);
+        for (int j = 0; j < g->nslots; j++) {
+            Chunk o[PARTS], d[PARTS];
+            for (int u = 0; u < PARTS; u++) {
+                o[u] = sum_start(p, j, x[u]);
+                d[u] = zero + p->slope[j];
+            }
+            for (int t = 0; t < p->terms[j]; t++) {
+                const int k = p->candidate[p->term[j][t]];
+                const float weight = p->weight[j][t];
+                for (int u = 0; u < PARTS; u++) o[u] += weight * chunk_load(g->value[k] + start + u * CHUNK);
+                if (derivative)
+                    for (int u = 0; u < PARTS; u++) d[u] += weight * chunk_load(g->dvalue[k] + start + u * CHUNK);
+            }
+            for (int u = 0; u < PARTS; u++) {
+                chunk_store(g->out[j] + start + u * CHUNK, o[u]);
+                if (derivative) chunk_store(g->deriv[j] + start + u * CHUNK, d[u]);
+            }
+        }
+    }
+}
+
+/* Where x is 0 or NaN, adds what the piecewise-linear ops' derivatives differ from their rows'. */
+static void fix_up_kinks(const Group *g, const Input *in) {
+    const Schedule *p = &g->schedule;
+    const float *x = in->x;
+    int special = 0;
+#pragma omp simd reduction(| : special)
+    for (int i = 0; i < in->n; i++) special |= (x[i] == 0.0f) | (x[i] != x[i]);
+    if (!special) return;
+    for (int i = 0; i < in->n; i++) {
+        if (x[i] != 0.0f && x[i] == x[i]) continue;
+        for (int j = 0; j < g->nslots; j++) g->deriv[j][i] += x[i] == 0.0f ? p->zero[j] : p->nan[j];
     }
 }
 
@@ -326,22 +554,10 @@ static void group_forward(const Cell *cell, Group *g, Input *in, int derivative)
         input_prepare(in, p->code[q], derivative);
         evaluate_op(cell, p->code[q], in, g->value[p->candidate[q]], g->dvalue[p->candidate[q]], derivative);
     }
-    const Chunk zero = {0};
-    for (int start = 0; start < in->padded; start += CHUNK) {
-        const Chunk x = chunk_load(in->x + start);
-        for (int j = 0; j < g->nslots; j++) {
-            /* Without add_beta or mul_beta, x stays out: 0 * x would turn an infinite x into NaN. */
-            Chunk o = p->linear[j] ? p->slope[j] * x + p->shift[j] : zero + p->shift[j];
-            Chunk d = zero + p->slope[j];
-            for (int t = 0; t < p->terms[j]; t++) {
-                const int k = p->candidate[p->term[j][t]];
-                o += p->weight[j][t] * chunk_load(g->value[k] + start);
-                if (derivative) d += p->weight[j][t] * chunk_load(g->dvalue[k] + start);
-            }
-            chunk_store(g->out[j] + start, o);
-            if (derivative) chunk_store(g->deriv[j] + start, d);
-        }
-    }
+    const int dense = g->nslots == 3 && p->terms[0] == p->used && p->terms[1] == p->used && p->terms[2] == p->used;
+    if (dense) sums_dense(g, in, derivative);
+    else sums_by_slot(g, in, derivative);
+    if (derivative && p->fix_up) fix_up_kinks(g, in);
 }
 
 /* Given grad[j] = d loss / d out[j]: weight and beta gradients, and adds d loss / dx into gin.
@@ -362,6 +578,19 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
         }
     }
     if (!cell->gradients) return;
+    /* sum(grad[j] * op_k(x)) for every evaluated op k, all at once. */
+    const Schedule *p = &g->schedule;
+    const float *rows[ROWS];
+    float value_sums[ROWS][3];
+    int row_of[ROWS];
+    for (int q = 0; q < p->used; q++) {
+        rows[q] = g->value[p->candidate[q]];
+        row_of[p->candidate[q]] = q;
+    }
+    if (g->nslots == 3 || g->nslots == 1)
+        weight_dot_products(rows, p->used, (const float *const *)grad, g->nslots, n, x, value_sums);
+    else
+        for (int q = 0; q < p->used; q++) dot_products(rows[q], (const float *const *)grad, g->nslots, n, value_sums[q]);
     float gsum[3] = {0.0f, 0.0f, 0.0f}, gx[3] = {0.0f, 0.0f, 0.0f};
     int sums = 0;
     for (int k = 0; k < count; k++) {
@@ -372,18 +601,18 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
             any |= cell->active[idx[j]];
         }
         if (!any) continue;
-        if (!is_beta_op(code)) {
-            const float *v = g->value[k];
-            float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f;
-#pragma omp simd reduction(+ : s0, s1, s2)
-            for (int i = 0; i < n; i++) {
-                s0 += g0[i] * v[i];
-                s1 += g1[i] * v[i];
-                s2 += g2[i] * v[i];
+        float a, b, zero, nan;
+        if (piecewise_linear(code, cell->edges, &a, &b, &zero, &nan)) {
+            for (int j = 0; j < g->nslots; j++) {
+                if (!cell->active[idx[j]]) continue;
+                if (a != 0.0f) gw[idx[j]] += a * value_sums[row_of[count]][j];
+                if (b != 0.0f) gw[idx[j]] += b * value_sums[row_of[count + 1]][j];
             }
-            const float sums_of[3] = {s0, s1, s2};
+            continue;
+        }
+        if (!is_linear_unary(code)) {
             for (int j = 0; j < g->nslots; j++)
-                if (cell->active[idx[j]]) gw[idx[j]] += sums_of[j];
+                if (cell->active[idx[j]]) gw[idx[j]] += value_sums[row_of[k]][j];
             continue;
         }
         if (!sums) {
@@ -396,7 +625,9 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
         for (int j = 0; j < g->nslots; j++) {
             if (!cell->active[idx[j]]) continue;
             const float w = cell->w[idx[j]], b = cell->beta[idx[j]];
-            if (code == U_ADD_BETA) {
+            if (code == U_IDENTITY || code == U_NEG) {
+                gw[idx[j]] += code == U_IDENTITY ? gx[j] : -gx[j];
+            } else if (code == U_ADD_BETA) {
                 gw[idx[j]] += (double)gx[j] + (double)b * gsum[j];
                 gbeta[idx[j]] += (double)w * gsum[j];
             } else if (code == U_MUL_BETA) {
@@ -410,23 +641,60 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
     }
 }
 
+/* The linear binary ops of a slot (add, sub, beta_mix, left, right) folded into one: their weighted
+ * sum is ca * a + cb * b, their input gradients ca * g and cb * g, and their weight gradients follow
+ * from sum(g * a) and sum(g * b). An input no active op reads stays out (uses_a, uses_b), so that
+ * its NaN or inf values do not leak through a zero coefficient, as in the reference. */
+typedef struct {
+    float ca, cb;
+    int uses_a, uses_b, any;
+} Linear;
+
+static int is_linear_binary(int code) {
+    return code == B_ADD || code == B_SUB || code == B_BETA_MIX || code == B_LEFT || code == B_RIGHT;
+}
+
+static Linear binary_linear(const Cell *cell, int slot) {
+    Linear l = {0.0f, 0.0f, 0, 0, 0};
+    for (int idx = cell->offset[slot]; idx < cell->offset[slot + 1]; idx++) {
+        const int code = cell->code[idx];
+        if (!cell->active[idx] || !is_linear_binary(code)) continue;
+        const float w = cell->w[idx];
+        const float s = code == B_BETA_MIX ? sigmoid_scalar(cell->beta[idx]) : 1.0f;
+        l.ca += code == B_ADD || code == B_SUB || code == B_LEFT ? w : (code == B_BETA_MIX ? w * s : 0.0f);
+        l.cb += code == B_ADD || code == B_RIGHT ? w : (code == B_SUB ? -w : (code == B_BETA_MIX ? w * (1.0f - s) : 0.0f));
+        l.uses_a |= code != B_RIGHT;
+        l.uses_b |= code != B_LEFT;
+        l.any = 1;
+    }
+    return l;
+}
+
+/* out = ca * a + cb * b over the inputs that are read (and the same for the tangents). */
+static void linear_combination(const Linear *l, const float *a, const float *b, int n, float *out) {
+    if (l->uses_a && l->uses_b) {
+        const float ca = l->ca, cb = l->cb;
+        SIMD for (int i = 0; i < n; i++) out[i] = ca * a[i] + cb * b[i];
+    } else if (l->uses_a || l->uses_b) {
+        const float c = l->uses_a ? l->ca : l->cb, *v = l->uses_a ? a : b;
+        SIMD for (int i = 0; i < n; i++) out[i] = c * v[i];
+    } else {
+        memset(out, 0, sizeof(float) * n);
+    }
+}
+
 /* Forward of one binary slot: out = sum_k w_k * op_k(a, b). */
-static void binary_forward(const Cell *cell, int slot, const float *a, const float *b, int n, float *out) {
+static void binary_forward(const Cell *cell, int slot, const Linear *linear, const float *a, const float *b, int n,
+                           float *out) {
     const int first = cell->offset[slot], count = cell->offset[slot + 1] - first;
     const float r = GRAFS_SQRT_INF;
     const int bounded = cell->bounded;
-    memset(out, 0, sizeof(float) * n);
+    linear_combination(linear, a, b, n, out);
     for (int k = 0; k < count; k++) {
         const int idx = first + k;
         if (!cell->active[idx]) continue;
         const float w = cell->w[idx];
         switch (cell->code[idx]) {
-        case B_ADD:
-            SIMD for (int i = 0; i < n; i++) out[i] += w * (a[i] + b[i]);
-            break;
-        case B_SUB:
-            SIMD for (int i = 0; i < n; i++) out[i] += w * (a[i] - b[i]);
-            break;
         case B_MUL:
             if (bounded) SIMD for (int i = 0; i < n; i++) out[i] += w * (clampf(a[i], -r, r) * clampf(b[i], -r, r));
             else SIMD for (int i = 0; i < n; i++) out[i] += w * (a[i] * b[i]);
@@ -440,51 +708,54 @@ static void binary_forward(const Cell *cell, int slot, const float *a, const flo
         case B_SIG_MUL:
             SIMD for (int i = 0; i < n; i++) out[i] += w * ((1.0f / (1.0f + expf(-a[i]))) * b[i]);
             break;
-        case B_BETA_MIX: {
-            const float s = sigmoid_scalar(cell->beta[idx]);
-            SIMD for (int i = 0; i < n; i++) out[i] += w * (s * a[i] + (1.0f - s) * b[i]);
-            break;
-        }
-        case B_LEFT:
-            SIMD for (int i = 0; i < n; i++) out[i] += w * a[i];
-            break;
-        case B_RIGHT:
-            SIMD for (int i = 0; i < n; i++) out[i] += w * b[i];
-            break;
         }
     }
 }
 
 /* Backward of binary_forward: g is the gradient of out; writes ga and gb, adds into gw and gbeta. */
-static void binary_backward(const Cell *cell, int slot, const float *a, const float *b, int n, const float *g,
-                            float *ga, float *gb, double *gw, double *gbeta) {
+static void binary_backward(const Cell *cell, int slot, const Linear *linear, const float *a, const float *b, int n,
+                            const float *g, float *ga, float *gb, double *gw, double *gbeta) {
     const int first = cell->offset[slot], count = cell->offset[slot + 1] - first;
     const float r = GRAFS_SQRT_INF;
     const int bounded = cell->bounded, edges = cell->edges;
-    memset(ga, 0, sizeof(float) * n);
-    memset(gb, 0, sizeof(float) * n);
+    {
+        const float ca = linear->uses_a ? linear->ca : 0.0f, cb = linear->uses_b ? linear->cb : 0.0f;
+        SIMD for (int i = 0; i < n; i++) {
+            ga[i] = ca * g[i];
+            gb[i] = cb * g[i];
+        }
+    }
+    float ga_sum = 0.0f, gb_sum = 0.0f; /* sum(g * a), sum(g * b) */
+    if (linear->any) {
+        const float *inputs[2] = {a, b}, sums[2];
+        dot_products(g, inputs, 2, n, (float *)sums);
+        ga_sum = sums[0];
+        gb_sum = sums[1];
+    }
     for (int k = 0; k < count; k++) {
         const int idx = first + k;
         if (!cell->active[idx]) continue;
         const float w = cell->w[idx];
-        float acc = 0.0f, mix = 0.0f;
+        float acc = 0.0f;
         switch (cell->code[idx]) {
         case B_ADD:
-#pragma omp simd reduction(+ : acc)
-            for (int i = 0; i < n; i++) {
-                acc += g[i] * (a[i] + b[i]);
-                ga[i] += w * g[i];
-                gb[i] += w * g[i];
-            }
+            acc = ga_sum + gb_sum;
             break;
         case B_SUB:
-#pragma omp simd reduction(+ : acc)
-            for (int i = 0; i < n; i++) {
-                acc += g[i] * (a[i] - b[i]);
-                ga[i] += w * g[i];
-                gb[i] -= w * g[i];
-            }
+            acc = ga_sum - gb_sum;
             break;
+        case B_LEFT:
+            acc = ga_sum;
+            break;
+        case B_RIGHT:
+            acc = gb_sum;
+            break;
+        case B_BETA_MIX: {
+            const float s = sigmoid_scalar(cell->beta[idx]);
+            acc = s * ga_sum + (1.0f - s) * gb_sum;
+            gbeta[idx] += (double)w * s * (1.0f - s) * (ga_sum - gb_sum);
+            break;
+        }
         case B_MUL:
 #pragma omp simd reduction(+ : acc)
             for (int i = 0; i < n; i++) {
@@ -523,32 +794,6 @@ static void binary_backward(const Cell *cell, int slot, const float *a, const fl
                 gb[i] += w * g[i] * s;
             }
             break;
-        case B_BETA_MIX: {
-            const float s = sigmoid_scalar(cell->beta[idx]);
-#pragma omp simd reduction(+ : acc, mix)
-            for (int i = 0; i < n; i++) {
-                acc += g[i] * (s * a[i] + (1.0f - s) * b[i]);
-                mix += g[i] * (a[i] - b[i]);
-                ga[i] += w * g[i] * s;
-                gb[i] += w * g[i] * (1.0f - s);
-            }
-            gbeta[idx] += (double)w * s * (1.0f - s) * mix;
-            break;
-        }
-        case B_LEFT:
-#pragma omp simd reduction(+ : acc)
-            for (int i = 0; i < n; i++) {
-                acc += g[i] * a[i];
-                ga[i] += w * g[i];
-            }
-            break;
-        case B_RIGHT:
-#pragma omp simd reduction(+ : acc)
-            for (int i = 0; i < n; i++) {
-                acc += g[i] * b[i];
-                gb[i] += w * g[i];
-            }
-            break;
         }
         gw[idx] += acc;
     }
@@ -556,30 +801,18 @@ static void binary_backward(const Cell *cell, int slot, const float *a, const fl
 
 /* Forward-mode derivative of binary_forward: with da = da/dx and db = db/dx given, out as in
  * binary_forward and dout = d out / dx, by the same derivative conventions as binary_backward. */
-static void binary_tangent(const Cell *cell, int slot, const float *a, const float *da, const float *b,
-                           const float *db, int n, float *out, float *dout) {
+static void binary_tangent(const Cell *cell, int slot, const Linear *linear, const float *a, const float *da,
+                           const float *b, const float *db, int n, float *out, float *dout) {
     const int first = cell->offset[slot], count = cell->offset[slot + 1] - first;
     const float r = GRAFS_SQRT_INF;
     const int bounded = cell->bounded, edges = cell->edges;
-    memset(out, 0, sizeof(float) * n);
-    memset(dout, 0, sizeof(float) * n);
+    linear_combination(linear, a, b, n, out);
+    linear_combination(linear, da, db, n, dout);
     for (int k = 0; k < count; k++) {
         const int idx = first + k;
         if (!cell->active[idx]) continue;
         const float w = cell->w[idx];
         switch (cell->code[idx]) {
-        case B_ADD:
-            SIMD for (int i = 0; i < n; i++) {
-                out[i] += w * (a[i] + b[i]);
-                dout[i] += w * da[i] + w * db[i];
-            }
-            break;
-        case B_SUB:
-            SIMD for (int i = 0; i < n; i++) {
-                out[i] += w * (a[i] - b[i]);
-                dout[i] += w * da[i] - w * db[i];
-            }
-            break;
         case B_MUL:
             SIMD for (int i = 0; i < n; i++) {
                 const float ca = bounded ? clampf(a[i], -r, r) : a[i], cb = bounded ? clampf(b[i], -r, r) : b[i];
@@ -610,26 +843,6 @@ static void binary_tangent(const Cell *cell, int slot, const float *a, const flo
                 dout[i] += w * ((1.0f - s) * s) * b[i] * da[i] + w * s * db[i];
             }
             break;
-        case B_BETA_MIX: {
-            const float s = sigmoid_scalar(cell->beta[idx]);
-            SIMD for (int i = 0; i < n; i++) {
-                out[i] += w * (s * a[i] + (1.0f - s) * b[i]);
-                dout[i] += w * s * da[i] + w * (1.0f - s) * db[i];
-            }
-            break;
-        }
-        case B_LEFT:
-            SIMD for (int i = 0; i < n; i++) {
-                out[i] += w * a[i];
-                dout[i] += w * da[i];
-            }
-            break;
-        case B_RIGHT:
-            SIMD for (int i = 0; i < n; i++) {
-                out[i] += w * b[i];
-                dout[i] += w * db[i];
-            }
-            break;
         }
     }
 }
@@ -640,8 +853,9 @@ typedef struct {
     float m0[BLOCK], m1[BLOCK], m3[BLOCK], b0[BLOCK], m2[BLOCK];
     float d0[BLOCK], d1[BLOCK], d3[BLOCK], d2[BLOCK];
     float g0[BLOCK], g1[BLOCK], g2[BLOCK], g3[BLOCK], gb0[BLOCK], db0[BLOCK], dm2[BLOCK];
-    float xvalue[MAX_UNARY][BLOCK], b0value[MAX_UNARY][BLOCK], xdvalue[MAX_UNARY][BLOCK], b0dvalue[MAX_UNARY][BLOCK];
+    float xvalue[ROWS][BLOCK], b0value[ROWS][BLOCK], xdvalue[ROWS][BLOCK], b0dvalue[ROWS][BLOCK];
     Group xgroup, u2group;
+    Linear linear[2]; /* the folded linear ops of b0 and b1, worked out once per call */
 } Workspace;
 
 static void workspace_init(Workspace *ws) {
@@ -655,7 +869,7 @@ static void workspace_init(Workspace *ws) {
 static void block_hidden(const Cell *cell, Workspace *ws, const float *x, int n, int derivative) {
     input_init(&ws->xin, x, n);
     group_forward(cell, &ws->xgroup, &ws->xin, derivative);
-    binary_forward(cell, 2, ws->m0, ws->m1, n, ws->b0);
+    binary_forward(cell, 2, &ws->linear[0], ws->m0, ws->m1, n, ws->b0);
     input_init(&ws->b0in, ws->b0, n);
     group_forward(cell, &ws->u2group, &ws->b0in, derivative);
 }
@@ -675,8 +889,18 @@ static _Thread_local Workspace *thread_workspace;
 
 static Workspace *workspace(void) {
     if (!thread_workspace) {
-        thread_workspace = malloc(sizeof(Workspace));
-        if (thread_workspace) workspace_init(thread_workspace);
+        /* One huge page where the system grants it: the workspace's few hundred kilobytes then need
+         * one TLB entry instead of a hundred, and lie contiguously in the caches. */
+        const size_t huge = (size_t)1 << 21, size = (sizeof(Workspace) + huge - 1) / huge * huge;
+        void *memory = aligned_alloc(huge, size);
+        if (memory) {
+#ifdef MADV_HUGEPAGE
+            madvise(memory, size, MADV_HUGEPAGE);
+#endif
+            memset(memory, 0, sizeof(Workspace));
+            thread_workspace = memory;
+            workspace_init(thread_workspace);
+        }
     }
     return thread_workspace;
 }
@@ -687,8 +911,22 @@ static Workspace *scheduled_workspace(const Cell *cell) {
     if (ws) {
         group_schedule(cell, &ws->xgroup);
         group_schedule(cell, &ws->u2group);
+        ws->linear[0] = binary_linear(cell, 2);
+        ws->linear[1] = binary_linear(cell, 5);
     }
     return ws;
+}
+
+/* Asks the memory system for the next block's input and output while this block computes: the
+ * tensors are far larger than the caches, and a block's many passes over its workspace in between
+ * lose the hardware prefetcher's track of them. */
+static inline void prefetch_block(const float *read0, const float *read1, float *write, int64_t start, int64_t end) {
+    const int64_t stop = start + BLOCK < end ? start + BLOCK : end;
+    for (int64_t i = start; i < stop; i += 64 / sizeof(float)) {
+        __builtin_prefetch(read0 + i, 0, 3);
+        if (read1) __builtin_prefetch(read1 + i, 0, 3);
+        __builtin_prefetch(write + i, 1, 3);
+    }
 }
 
 static void forward_task(Task *t) {
@@ -699,8 +937,9 @@ static void forward_task(Task *t) {
     }
     for (int64_t start = t->begin; start < t->end; start += BLOCK) {
         const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
+        prefetch_block(t->x, NULL, t->y, start + BLOCK, t->end);
         block_hidden(t->cell, ws, t->x + start, n, 0);
-        binary_forward(t->cell, 5, ws->m2, ws->m3, n, t->y + start);
+        binary_forward(t->cell, 5, &ws->linear[1], ws->m2, ws->m3, n, t->y + start);
     }
 }
 
@@ -714,12 +953,13 @@ static void backward_task(Task *t) {
     for (int64_t start = t->begin; start < t->end; start += BLOCK) {
         const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
         float *gx = t->gx + start;
+        prefetch_block(t->x, t->gy, t->gx, start + BLOCK, t->end);
         block_hidden(cell, ws, t->x + start, n, 1);
-        binary_backward(cell, 5, ws->m2, ws->m3, n, t->gy + start, ws->g2, ws->g3, t->gw, t->gbeta);
+        binary_backward(cell, 5, &ws->linear[1], ws->m2, ws->m3, n, t->gy + start, ws->g2, ws->g3, t->gw, t->gbeta);
         float *u2grad[1] = {ws->g2};
         memset(ws->gb0, 0, sizeof(float) * n);
         group_backward(cell, &ws->u2group, &ws->b0in, u2grad, ws->gb0, t->gw, t->gbeta);
-        binary_backward(cell, 2, ws->m0, ws->m1, n, ws->gb0, ws->g0, ws->g1, t->gw, t->gbeta);
+        binary_backward(cell, 2, &ws->linear[0], ws->m0, ws->m1, n, ws->gb0, ws->g0, ws->g1, t->gw, t->gbeta);
         float *xgrad[3] = {ws->g0, ws->g1, ws->g3};
         memset(gx, 0, sizeof(float) * n);
         group_backward(cell, &ws->xgroup, &ws->xin, xgrad, gx, t->gw, t->gbeta);
@@ -738,11 +978,11 @@ static void tangent_task(Task *t) {
         const int n = (int)(t->end - start < BLOCK ? t->end - start : BLOCK);
         input_init(&ws->xin, t->x + start, n);
         group_forward(cell, &ws->xgroup, &ws->xin, 1);
-        binary_tangent(cell, 2, ws->m0, ws->d0, ws->m1, ws->d1, n, ws->b0, ws->db0);
+        binary_tangent(cell, 2, &ws->linear[0], ws->m0, ws->d0, ws->m1, ws->d1, n, ws->b0, ws->db0);
         input_init(&ws->b0in, ws->b0, n);
         group_forward(cell, &ws->u2group, &ws->b0in, 1);
         SIMD for (int i = 0; i < n; i++) ws->dm2[i] = ws->d2[i] * ws->db0[i];
-        binary_tangent(cell, 5, ws->m2, ws->dm2, ws->m3, ws->d3, n, t->y + start, t->gx + start);
+        binary_tangent(cell, 5, &ws->linear[1], ws->m2, ws->dm2, ws->m3, ws->d3, n, t->y + start, t->gx + start);
     }
 }
 

@@ -79,6 +79,26 @@ def test_fast_path_equals_plain_path_at_kinks_and_clamp_edges(backend):
     assert_equal_paths(cell, x)
 
 
+def test_piecewise_linear_ops_keep_their_own_gradients_at_zero_and_nan(backend):
+    """The kernel evaluates abs, relu, min0 and leaky_relu from two shared rows; at 0 and at NaN,
+    where their derivatives disagree with the rows', each keeps its own convention."""
+    torch.manual_seed(3)
+    cell = randomize(SearchCell())
+    keep = {"abs", "relu", "min0", "leaky_relu", "add", "left"}
+    for index in range(len(SLOTS)):
+        with torch.no_grad():
+            for k, op in enumerate(cell.candidates[index]):
+                if op.name in keep:
+                    cell.alphas[index][k] = 5.0 + k  # distinct, and above every other op's
+        while set(cell.active_ops(index)) - keep:
+            cell.drop(index)
+    x = torch.tensor([0.0, -0.0, 1.5, -2.0, float("nan"), 1e-3, -1e-3] * 30)
+    plain, fast = evaluate(cell, x, fast=False), evaluate(cell, x, fast=True)
+    for name, a, b in zip(["output", "input grad", *(f"arch grad {i}" for i in range(12))], fast, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, equal_nan=True, msg=lambda m, n=name: f"{n}: {m}")
+    assert torch.isfinite(fast[1]).all()  # NaN inputs still get each op's finite derivative
+
+
 def test_the_kernel_follows_the_installed_torch_at_clamp_bounds(monkeypatch):
     if fused.native_kernel() is None:
         pytest.skip("no C compiler: the native kernel is unavailable")
