@@ -241,15 +241,20 @@ class _NativeKernel:
 
     def _arguments(self, weights: Tensor, betas: Tensor, plan: CellPlan) -> tuple:
         codes, active, offsets = self._layout(plan)
+        # The layout's pointers are the plan's for its lifetime (its tensors are cached with it).
+        fixed = plan._native.get("pointers")
+        if fixed is None:
+            fixed = (_pointer(codes), _pointer(active), _pointer(offsets))
+            plan._native["pointers"] = fixed
         weights = weights.detach().to(torch.float32).contiguous()
         betas = betas.detach().to(torch.float32).contiguous()
         keep = (codes, active, offsets, weights, betas)
         pointers = (
-            _pointer(codes),
-            _pointer(active),
+            fixed[0],
+            fixed[1],
             _pointer(weights),
             _pointer(betas),
-            _pointer(offsets),
+            fixed[2],
             ctypes.c_int(int(plan.bounded)),
             ctypes.c_int(int(clamp_edges_pass_gradient())),
             ctypes.c_int(torch.get_num_threads()),

@@ -224,6 +224,7 @@ class GenotypeActivation(nn.Module):
         self._ops = genotype.operations
         self._plan = single_op_plan(self._ops, self.bounded)
         self._weights = single_op_weights(self._plan)
+        self._flat_betas_cache: tuple | None = None  # see _flat_betas
         # The betas the fused path reads (those of slots it computes) and their places in its
         # flat beta vector; a discarded branch's beta gets no gradient, as in the plain path.
         self._beta_slots = [i for i, beta in enumerate(genotype.betas) if beta is not None and self._plan.active[i]]
@@ -255,11 +256,19 @@ class GenotypeActivation(nn.Module):
         return self._apply_op(index, left(), right())
 
     def _flat_betas(self) -> Tensor:
+        sources = [self._beta(index) for index in self._beta_slots]
+        # Fixed betas rarely change (only by loading a state), so their flat vector is kept until
+        # a beta's version moves; learnable ones are gathered anew on every call, inside autograd.
+        key = tuple((id(beta), beta._version) for beta in sources)
+        cached = self._flat_betas_cache
+        if cached is not None and cached[0] == key and not any(beta.requires_grad for beta in sources):
+            return cached[1]
         betas = torch.zeros(self._plan.size)
-        if not self._beta_slots:
-            return betas
-        values = torch.stack([self._beta(index).float() for index in self._beta_slots])
-        return betas.index_copy(0, self._beta_positions, values.cpu())
+        if sources:
+            betas = betas.index_copy(0, self._beta_positions, torch.stack([beta.float() for beta in sources]).cpu())
+        if not betas.requires_grad:
+            self._flat_betas_cache = (key, betas)
+        return betas
 
     def forward(self, x: Tensor) -> Tensor:
         if native_kernel_applies(x, self._plan):
