@@ -587,10 +587,7 @@ static void group_backward(const Cell *cell, const Group *g, const Input *in, fl
         rows[q] = g->value[p->candidate[q]];
         row_of[p->candidate[q]] = q;
     }
-    if (g->nslots == 3 || g->nslots == 1)
-        weight_dot_products(rows, p->used, (const float *const *)grad, g->nslots, n, x, value_sums);
-    else
-        for (int q = 0; q < p->used; q++) dot_products(rows[q], (const float *const *)grad, g->nslots, n, value_sums[q]);
+    weight_dot_products(rows, p->used, (const float *const *)grad, g->nslots, n, x, value_sums);
     float gsum[3] = {0.0f, 0.0f, 0.0f}, gx[3] = {0.0f, 0.0f, 0.0f};
     int sums = 0;
     for (int k = 0; k < count; k++) {
@@ -727,8 +724,9 @@ static void binary_backward(const Cell *cell, int slot, const Linear *linear, co
     }
     float ga_sum = 0.0f, gb_sum = 0.0f; /* sum(g * a), sum(g * b) */
     if (linear->any) {
-        const float *inputs[2] = {a, b}, sums[2];
-        dot_products(g, inputs, 2, n, (float *)sums);
+        const float *inputs[2] = {a, b};
+        float sums[2];
+        dot_products(g, inputs, 2, n, sums);
         ga_sum = sums[0];
         gb_sum = sums[1];
     }
