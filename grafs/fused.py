@@ -223,7 +223,8 @@ class _NativeKernel:
             plan._native["supported"] = supported
         return supported
 
-    def _layout(self, plan: CellPlan) -> tuple[Tensor, Tensor, Tensor]:
+    def _layout(self, plan: CellPlan) -> tuple[tuple[Tensor, ...], tuple[ctypes.c_void_p, ...]]:
+        """The plan's op codes, active flags and offsets, and their pointers: fixed for its lifetime."""
         layout = plan._native.get("layout")
         if layout is None:
             codes = [self.codes[op.name] for options in plan.candidates for op in options]
@@ -231,30 +232,26 @@ class _NativeKernel:
             for index, chosen in enumerate(plan.active):
                 for k in chosen:
                     active[plan.offsets[index] + k] = 1
-            layout = (
+            tensors = (
                 torch.tensor(codes, dtype=torch.int32),
                 torch.tensor(active, dtype=torch.int32),
                 torch.tensor(plan.offsets, dtype=torch.int32),
             )
+            layout = (tensors, tuple(_pointer(tensor) for tensor in tensors))
             plan._native["layout"] = layout
         return layout
 
     def _arguments(self, weights: Tensor, betas: Tensor, plan: CellPlan) -> tuple:
-        codes, active, offsets = self._layout(plan)
-        # The layout's pointers are the plan's for its lifetime (its tensors are cached with it).
-        fixed = plan._native.get("pointers")
-        if fixed is None:
-            fixed = (_pointer(codes), _pointer(active), _pointer(offsets))
-            plan._native["pointers"] = fixed
+        layout, (codes, active, offsets) = self._layout(plan)
         weights = weights.detach().to(torch.float32).contiguous()
         betas = betas.detach().to(torch.float32).contiguous()
-        keep = (codes, active, offsets, weights, betas)
+        keep = (*layout, weights, betas)
         pointers = (
-            fixed[0],
-            fixed[1],
+            codes,
+            active,
             _pointer(weights),
             _pointer(betas),
-            fixed[2],
+            offsets,
             ctypes.c_int(int(plan.bounded)),
             ctypes.c_int(int(clamp_edges_pass_gradient())),
             ctypes.c_int(torch.get_num_threads()),

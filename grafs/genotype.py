@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -257,17 +258,19 @@ class GenotypeActivation(nn.Module):
 
     def _flat_betas(self) -> Tensor:
         sources = [self._beta(index) for index in self._beta_slots]
-        # Fixed betas rarely change (only by loading a state), so their flat vector is kept until
-        # a beta's version moves; learnable ones are gathered anew on every call, inside autograd.
-        key = tuple((id(beta), beta._version) for beta in sources)
+        # Fixed betas rarely change (only by loading a state), so their flat vector is kept while
+        # the same tensors are at the same versions; learnable ones are gathered anew on every
+        # call, inside autograd. The cache holds the tensors themselves, so none is freed and its
+        # identity taken by another.
+        fixed = not any(beta.requires_grad for beta in sources)
+        versions = [beta._version for beta in sources]
         cached = self._flat_betas_cache
-        if cached is not None and cached[0] == key and not any(beta.requires_grad for beta in sources):
-            return cached[1]
+        if fixed and cached is not None and cached[0] == versions and all(map(operator.is_, cached[1], sources)):
+            return cached[2]
         betas = torch.zeros(self._plan.size)
         if sources:
             betas = betas.index_copy(0, self._beta_positions, torch.stack([beta.float() for beta in sources]).cpu())
-        if not betas.requires_grad:
-            self._flat_betas_cache = (key, betas)
+        self._flat_betas_cache = (versions, sources, betas) if fixed else None
         return betas
 
     def forward(self, x: Tensor) -> Tensor:
