@@ -576,7 +576,7 @@ def _seeds(unit) -> str:
 
 def completeness(units: pd.DataFrame) -> Table:
     """Every unit that is not finished with status ok: failed, running, pending, never gathered, diverged."""
-    problem = (units["state"] != "done") | (units["status"].fillna("ok") != "ok")
+    problem = (units["state"] != "done") | (units["status"].notna() & (units["status"] != "ok"))
     rows = units[problem]
 
     states = units.set_index("unit_id")["state"].to_dict()
