@@ -204,14 +204,18 @@ class ProgressLines:
         self.every, self.heartbeat = every, heartbeat
         self.started = self.last = time.monotonic()
         self.printed = False
+        self.unshown = False  # a unit finished since the last line
 
     def update(self, done: int, running: int, failed: int, blocked: int, unit_finished: bool) -> None:
         now = time.monotonic()
         since = now - self.last
-        # The first finished unit is shown at once, later ones at most every ``every`` seconds.
-        if not ((unit_finished and (since >= self.every or not self.printed)) or since >= self.heartbeat):
+        self.unshown |= unit_finished
+        # The first finished unit is shown at once, later ones at most every ``every`` seconds: a finish held
+        # back by that limit is shown at the first update after it, so that a burst of quick units does not
+        # leave the log's last line stale until the heartbeat.
+        if not ((self.unshown and (since >= self.every or not self.printed)) or since >= self.heartbeat):
             return
-        self.last, self.printed = now, True
+        self.last, self.printed, self.unshown = now, True, False
         finished_here = done + failed + blocked - self.done_before
         left = self.total - done - failed - blocked
         elapsed = now - self.started

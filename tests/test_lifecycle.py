@@ -137,10 +137,12 @@ def test_ui_stops_its_server_on_sigterm(tmp_path):
 
 
 def test_a_run_without_a_terminal_prints_progress_lines(tmp_path):
-    # Quick fixed-activation retrainings finish while the GRAFS search still runs.
+    # Quick fixed-activation retrainings finish while the GRAFS search still runs: a search long enough
+    # that, however the retrainings bunch up, its own end is still followed by its find's retraining.
     campaign = tmp_path / "tiny.toml"
     fixed = '["relu", "gelu", "silu"]'
-    campaign.write_text(TINY.replace('["grafs", "random"]', '["grafs"]').replace('["relu"]', fixed))
+    campaign.write_text(TINY.replace('["grafs", "random"]', '["grafs"]').replace('["relu"]', fixed)
+                        .replace("search_epochs = 3", "search_epochs = 30"))
     out, log = tmp_path / "out", tmp_path / "run.log"
     command = [sys.executable, "-m", "bench.cli", "run", str(campaign), "--out", str(out), "--workers", "2",
                "--progress-every", "1"]
@@ -161,3 +163,19 @@ def test_a_run_without_a_terminal_prints_progress_lines(tmp_path):
     assert counts[0][1] == 2, counts
     text = log.read_text()
     assert "INFO" not in text  # MLflow's start-up chatter is silenced
+
+
+def test_progress_lines_show_a_finish_held_back_by_the_interval_at_the_next_update(capsys):
+    from bench.runner import ProgressLines
+
+    lines = ProgressLines("burst", total=4, done=0, every=0.2)
+    lines.update(1, 2, 0, 0, unit_finished=True)  # the first finish: shown at once
+    lines.update(2, 2, 0, 0, unit_finished=True)  # inside the interval: held back
+    lines.update(2, 2, 0, 0, unit_finished=False)
+    assert [line.split(";")[0] for line in capsys.readouterr().err.splitlines()] == [
+        "campaign burst: 1/4 units done, 2 running, 0 failed, 0 blocked"]
+    time.sleep(0.25)
+    lines.update(3, 1, 0, 0, unit_finished=False)  # no new finish, but the held-back one is now due
+    lines.update(3, 1, 0, 0, unit_finished=False)  # and shown once
+    assert [line.split(";")[0] for line in capsys.readouterr().err.splitlines()] == [
+        "campaign burst: 3/4 units done, 1 running, 0 failed, 0 blocked"]
