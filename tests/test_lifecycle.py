@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from test_runner import ROOT, TINY, run, write_campaign
 
+from bench.runner import ProgressLines
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads processes from /proc")
 
 
@@ -166,8 +168,6 @@ def test_a_run_without_a_terminal_prints_progress_lines(tmp_path):
 
 
 def test_progress_lines_show_a_finish_held_back_by_the_interval_at_the_next_update(capsys):
-    from bench.runner import ProgressLines
-
     lines = ProgressLines("burst", total=4, done=0, every=0.2)
     lines.update(1, 2, 0, 0, unit_finished=True)  # the first finish: shown at once
     lines.update(2, 2, 0, 0, unit_finished=True)  # inside the interval: held back

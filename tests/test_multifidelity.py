@@ -233,9 +233,8 @@ def running_past_a_checkpoint(path: Path) -> int | None:
             rows = connection.execute(query).fetchall()
     except sqlite3.OperationalError:  # the study's tables are still being created, or a write holds the lock
         return None
-    partial = [number for number, spent in rows
-               if Cost(**json.loads(spent)).sample_passes < LONGEST * PER_CHECKPOINT]
-    return partial[0] if partial else None
+    return next((number for number, spent in rows
+                 if Cost(**json.loads(spent)).sample_passes < LONGEST * PER_CHECKPOINT), None)
 
 
 if __name__ == "__main__":  # the search the resume test kills, and then resumes
